@@ -1,0 +1,1 @@
+"""The `voxsam` command line (typer + rich). Heavy imports happen inside commands."""

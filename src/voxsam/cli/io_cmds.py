@@ -1,0 +1,51 @@
+"""`voxsam info` and `voxsam convert`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("info")(info)
+    app.command("convert")(convert)
+
+
+def info(
+    path: Annotated[Path, typer.Argument(help="Image or label file, or a DICOM folder.")],
+    labels: Annotated[Optional[bool], typer.Option("--labels/--no-labels", help="Force (or forbid) the label table; default: guess from the voxels.")] = None,
+    names: Annotated[Optional[Path], typer.Option(help="dataset.json giving label names (default: the dataset.json of a labelsTr/ parent).")] = None,
+) -> None:
+    """Shape, spacing, orientation, intensity range and, for label maps, each label's voxel count and name."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from voxsam.io import read_volume
+    from voxsam.io.summary import summarise
+
+    vol = read_volume(path)
+    summary = summarise(vol, as_labels=labels, names_file=names)
+    console = Console()
+    table = Table(show_header=False, box=None)
+    for key in ("path", "format", "modality", "shape", "channels", "spacing_mm", "orientation", "origin_mm", "dtype", "range"):
+        if summary.get(key) is not None:
+            table.add_row(f"[bold]{key}[/]", str(summary[key]))
+    console.print(table)
+    if summary.get("labels"):
+        lt = Table("label", "voxels", "volume (ml)", "name")
+        for row in summary["labels"]:
+            lt.add_row(str(row["value"]), str(row["voxels"]), f"{row['ml']:.2f}", row.get("name") or "")
+        console.print(lt)
+
+
+def convert(
+    source: Annotated[Path, typer.Argument(help="Input image (any readable format, or a DICOM folder).")],
+    target: Annotated[Path, typer.Argument(help="Output file: .nii.gz, .nii, .nrrd, .mha or .mgz.")],
+) -> None:
+    """Convert a volume to another format on exactly the same voxel grid."""
+    from voxsam.io import read_volume, write_volume
+
+    vol = read_volume(source)
+    out = write_volume(vol, target)
+    typer.echo(f"wrote {out} ({vol.describe()})")

@@ -1,0 +1,47 @@
+"""Entry point of the `voxsam` command. Every `VoxsamError` becomes one line on stderr and exit code 2."""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from voxsam.cli import eval_cmd, io_cmds
+
+app = typer.Typer(
+    name="voxsam",
+    help="Promptable 3D segmentation of CT and MRI.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+io_cmds.register(app)
+eval_cmd.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; user errors print `error: ...` and exit 2 without a traceback."""
+    from voxsam.errors import VoxsamError
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except VoxsamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors arrive here when standalone_mode is off
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

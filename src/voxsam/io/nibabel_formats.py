@@ -1,0 +1,57 @@
+"""NIfTI-1/2 (.nii, .nii.gz) and MGH/MGZ (FreeSurfer) through nibabel, which reads both the same way."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from voxsam.errors import CorruptFileError
+from voxsam.io.validate import check_affine, check_finite, squeeze_to_volume
+from voxsam.io.volume import Volume
+
+
+def read_nibabel(path: Path, fmt: str) -> Volume:
+    """Read a NIfTI or MGZ file into a Volume (array as stored, affine = nibabel's best affine)."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        array = np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel raises many types for truncated / garbled files
+        raise CorruptFileError(f"{path}: cannot read {fmt.upper()} ({type(exc).__name__}: {_first_line(exc)})") from None
+    if array.dtype == np.float64:
+        array = array.astype(np.float32)
+    if not array.dtype.isnative:  # MGZ stores big-endian; numpy/torch want native
+        array = array.astype(array.dtype.newbyteorder("="))
+    array = squeeze_to_volume(array, path)
+    zooms = img.header.get_zooms()[:3]
+    check_affine(img.affine, path, spacing=zooms)
+    check_finite(array, path)
+    meta = {"header": img.header.copy()}
+    return Volume(array=array, affine=np.asarray(img.affine, dtype=np.float64), source_format=fmt, path=path, meta=meta)
+
+
+def write_nibabel(array: np.ndarray, like: Volume, path: Path, fmt: str) -> None:
+    """Write an (X, Y, Z) array on `like`'s grid as NIfTI or MGZ; reuses a NIfTI source's header codes."""
+    import nibabel as nib
+
+    if fmt == "mgz":
+        img = nib.MGHImage(array, like.affine)
+    else:
+        header = like.meta.get("header") if like.source_format == "nifti" else None
+        cls = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+        img = cls(array, like.affine, header=header.copy() if header is not None else None)
+        img.set_data_dtype(array.dtype)
+        img.header.set_slope_inter(1.0, 0.0)
+        if header is not None:  # keep the source's qform/sform codes (scanner, aligned, MNI, ...)
+            img.set_qform(like.affine, code=int(header["qform_code"]) or 1)
+            img.set_sform(like.affine, code=int(header["sform_code"]) or 1)
+        else:
+            img.set_qform(like.affine, code=1)
+            img.set_sform(like.affine, code=1)
+    nib.save(img, str(path))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else "unreadable"

@@ -1,0 +1,75 @@
+"""Plain-data summary of a volume (what `voxsam info` shows)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxsam.io.volume import Volume
+
+MAX_LABELS = 1024  # more distinct values than this is an image, not a label map
+
+
+def looks_like_labels(array: np.ndarray) -> bool:
+    """Integer-valued voxels with few distinct non-negative values."""
+    if array.dtype == bool:
+        return True
+    sample = array[:: max(1, array.shape[0] // 64)]
+    if np.issubdtype(array.dtype, np.floating) and not np.all(sample == np.round(sample)):
+        return False
+    if sample.min() < 0:
+        return False
+    return len(np.unique(sample)) <= 64 and len(np.unique(array)) <= MAX_LABELS
+
+
+def label_names_near(path: Path | None) -> dict[int, str]:
+    """Names from the dataset.json of a dataset folder that holds `path` in labelsTr/ (else empty)."""
+    if path is None:
+        return {}
+    for parent in list(Path(path).resolve().parents)[:2]:
+        meta = parent / "dataset.json"
+        if meta.is_file():
+            return names_from_file(meta)
+    return {}
+
+
+def names_from_file(meta: Path) -> dict[int, str]:
+    from voxsam.io.datasets import parse_label_names
+
+    try:
+        return parse_label_names(json.loads(Path(meta).read_text()).get("labels", {}))
+    except (OSError, ValueError):
+        return {}
+
+
+def summarise(vol: Volume, as_labels: bool | None = None, names_file: Path | None = None) -> dict[str, Any]:
+    """Shape, spacing (mm), orientation code, origin, intensity range and, for label maps, label counts."""
+    from voxsam.transforms.geometry import describe_grid
+
+    arr = vol.array
+    grid = describe_grid(vol.shape, vol.affine)
+    out: dict[str, Any] = {
+        "path": str(vol.path) if vol.path else None,
+        "format": vol.source_format,
+        "modality": vol.modality,
+        "shape": grid["shape"],
+        "channels": vol.n_channels,
+        "spacing_mm": grid["spacing_mm"],
+        "orientation": grid["orientation"],
+        "origin_mm": grid["origin_mm"],
+        "dtype": str(arr.dtype),
+        "range": [float(arr.min()), float(arr.max())],
+    }
+    is_labels = looks_like_labels(arr) if as_labels is None else as_labels
+    if is_labels and vol.n_channels == 1:
+        names = names_from_file(names_file) if names_file else label_names_near(vol.path)
+        values, counts = np.unique(arr, return_counts=True)
+        voxel_ml = float(np.prod(vol.spacing)) / 1000.0
+        out["labels"] = [
+            {"value": int(v) if float(v).is_integer() else float(v), "voxels": int(c), "ml": c * voxel_ml, "name": names.get(int(v))}
+            for v, c in zip(values, counts)
+            if v != 0
+        ]
+    return out

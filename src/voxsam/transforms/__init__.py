@@ -1,0 +1,1 @@
+"""Geometry and intensity transforms. Geometry lives in `voxsam.transforms.geometry` only."""
