@@ -10,6 +10,7 @@ import typer
 def register(app: typer.Typer) -> None:
     app.command("info")(info)
     app.command("convert")(convert)
+    app.command("dataset")(dataset)
 
 
 def info(
@@ -49,3 +50,35 @@ def convert(
     vol = read_volume(source)
     out = write_volume(vol, target)
     typer.echo(f"wrote {out} ({vol.describe()})")
+
+
+def dataset(
+    root: Annotated[Path, typer.Argument(help="Dataset folder in MSD / nnU-Net layout (imagesTr/, labelsTr/, dataset.json).")],
+    check: Annotated[bool, typer.Option("--check", help="Load every case and check each label lies on its image grid.")] = False,
+) -> None:
+    """List a dataset's cases and label names; with --check, validate every case (exit 2 on any problem)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from voxsam.errors import DatasetError, VoxsamError
+    from voxsam.io.datasets import open_dataset
+
+    ds = open_dataset(root)
+    console = Console()
+    console.print(f"[bold]{ds.name}[/]  modality={ds.modality or '?'}  cases={len(ds.cases)}")
+    console.print("labels: " + (", ".join(f"{v}={n}" for v, n in sorted(ds.label_names.items())) or "(no names)"))
+    table = Table("case", "channels", "label", *(["status"] if check else []))
+    problems: list[str] = []
+    for case in ds.cases:
+        status = []
+        if check:
+            try:
+                case.load_label(case.load_image())
+                status = ["ok"]
+            except VoxsamError as exc:
+                problems.append(str(exc))
+                status = [f"[red]{exc}[/]"]
+        table.add_row(case.case_id, str(len(case.image_paths)), case.label_path.name if case.label_path else "-", *status)
+    console.print(table)
+    if problems:
+        raise DatasetError(f"{root}: {len(problems)} of {len(ds.cases)} cases have problems; first: {problems[0]}")

@@ -24,11 +24,26 @@ def read_nibabel(path: Path, fmt: str) -> Volume:
     if not array.dtype.isnative:  # MGZ stores big-endian; numpy/torch want native
         array = array.astype(array.dtype.newbyteorder("="))
     array = squeeze_to_volume(array, path)
-    zooms = img.header.get_zooms()[:3]
+    zooms = _raw_zooms(path, img) if fmt == "nifti" else img.header.get_zooms()[:3]
     check_affine(img.affine, path, spacing=zooms)
     check_finite(array, path)
     meta = {"header": img.header.copy()}
     return Volume(array=array, affine=np.asarray(img.affine, dtype=np.float64), source_format=fmt, path=path, meta=meta)
+
+
+def _raw_zooms(path: Path, img) -> tuple[float, ...]:  # type: ignore[no-untyped-def]
+    """Voxel sizes as stored when they define the geometry (no sform).
+
+    nibabel silently replaces zero pixdims by 1 on load; a zero or negative voxel size in a file whose
+    geometry rests on pixdim is an error we report rather than guess around.
+    """
+    import nibabel as nib
+
+    if int(img.header.get("sform_code", 0)) > 0:
+        return tuple(float(z) for z in img.header.get_zooms()[:3])
+    with nib.openers.ImageOpener(str(path)) as fobj:
+        raw = type(img.header).from_fileobj(fobj, check=False)
+    return tuple(float(z) for z in raw["pixdim"][1:4])
 
 
 def write_nibabel(array: np.ndarray, like: Volume, path: Path, fmt: str) -> None:

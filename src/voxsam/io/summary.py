@@ -25,23 +25,32 @@ def looks_like_labels(array: np.ndarray) -> bool:
 
 
 def label_names_near(path: Path | None) -> dict[int, str]:
-    """Names from the dataset.json of a dataset folder that holds `path` in labelsTr/ (else empty)."""
+    """Names from a dataset.json (dataset folder holding `path` in labelsTr/) or a TotalSegmentator-style
+    class_map*.json beside the file; empty when there is none."""
     if path is None:
         return {}
-    for parent in list(Path(path).resolve().parents)[:2]:
-        meta = parent / "dataset.json"
+    parents = list(Path(path).resolve().parents)[:2]
+    for meta in [p / "dataset.json" for p in parents] + sorted(parents[0].glob("class_map*.json")):
         if meta.is_file():
             return names_from_file(meta)
     return {}
 
 
 def names_from_file(meta: Path) -> dict[int, str]:
+    """Label names from dataset.json (`labels`) or a class map ({"1": "spleen"} or {"total": {...}})."""
     from voxsam.io.datasets import parse_label_names
 
     try:
-        return parse_label_names(json.loads(Path(meta).read_text()).get("labels", {}))
+        data = json.loads(Path(meta).read_text())
     except (OSError, ValueError):
         return {}
+    if not isinstance(data, dict):
+        return {}
+    if "labels" in data:
+        return parse_label_names(data["labels"])
+    if data and all(isinstance(v, dict) for v in data.values()):  # several maps: "total" first
+        data = data.get("total", next(iter(data.values())))
+    return parse_label_names(data)
 
 
 def summarise(vol: Volume, as_labels: bool | None = None, names_file: Path | None = None) -> dict[str, Any]:
