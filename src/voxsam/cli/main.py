@@ -5,7 +5,7 @@ import sys
 
 import typer
 
-from voxsam.cli import eval_cmd, io_cmds
+from voxsam.cli import demo_cmd, eval_cmd, io_cmds
 
 app = typer.Typer(
     name="voxsam",
@@ -16,6 +16,7 @@ app = typer.Typer(
 )
 io_cmds.register(app)
 eval_cmd.register(app)
+demo_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

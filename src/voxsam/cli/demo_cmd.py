@@ -1,0 +1,27 @@
+"""`voxsam demo`: one click on a real MRI shipped by a PyPI package, mask + PNG out."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
+
+
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for mask.nii.gz and overlay.png.")] = Path("demo_output"),
+    engine: Annotated[str, typer.Option(help="Engine to run.")] = "classic",
+) -> None:
+    """Segment the left lateral ventricle of the MNI152 template (bundled in nilearn) from one click."""
+    from voxsam.demo import run_demo
+
+    r = run_demo(out, engine=engine)
+    typer.echo(f"image:  {r.image_name}")
+    typer.echo(f"click:  world {tuple(round(v, 1) for v in r.click_world_mm)} mm (RAS), positive")
+    typer.echo(f"engine: {r.engine}")
+    typer.echo(f"mask:   {r.mask_path}  ({r.voxels} voxels, {r.volume_ml:.1f} ml)")
+    typer.echo(f"png:    {r.png_path}")
+    typer.echo(f"time:   {r.seconds:.2f} s (engine prepare + one click)")
