@@ -5,7 +5,7 @@ import sys
 
 import typer
 
-from voxsam.cli import demo_cmd, eval_cmd, io_cmds
+from voxsam.cli import demo_cmd, eval_cmd, io_cmds, segment_cmd
 
 app = typer.Typer(
     name="voxsam",
@@ -15,6 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 io_cmds.register(app)
+segment_cmd.register(app)
 eval_cmd.register(app)
 demo_cmd.register(app)
 
