@@ -1,6 +1,7 @@
 """NIfTI-1/2 (.nii, .nii.gz) and MGH/MGZ (FreeSurfer) through nibabel, which reads both the same way."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,16 @@ def read_nibabel(path: Path, fmt: str) -> Volume:
     """Read a NIfTI or MGZ file into a Volume (array as stored, affine = nibabel's best affine)."""
     import nibabel as nib
 
+    quiet = logging.getLogger("nibabel.global")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # nibabel logs header "fixes"; we check the geometry ourselves below
     try:
         img = nib.load(str(path))
         array = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises many types for truncated / garbled files
         raise CorruptFileError(f"{path}: cannot read {fmt.upper()} ({type(exc).__name__}: {_first_line(exc)})") from None
+    finally:
+        quiet.setLevel(level)
     if array.dtype == np.float64:
         array = array.astype(np.float32)
     if not array.dtype.isnative:  # MGZ stores big-endian; numpy/torch want native
