@@ -1,0 +1,330 @@
+"""Seeded click simulators: a ground-truth target drives prompts into any `Session`, step by step.
+
+Every protocol has the signature
+
+    protocol(session, target, n_interactions, seed=0, object_id=1) -> ProtocolResult
+
+- `session`: a `voxsam.session.Session` (any engine); prompts go to `object_id`.
+- `target`: (X, Y, Z) bool ground truth on the session volume's grid (non-empty).
+- `n_interactions`: number of prompts (a box counts as one interaction, like a click).
+- `seed`: seeds every random choice; the same seed gives the same prompts for the same masks.
+
+After each interaction the object's mask and the seconds the session call took are recorded (the first
+call includes the engine's `prepare`, which the session runs lazily). When the mask equals the target
+exactly, the protocol stops and the remaining steps repeat that mask with 0 seconds and no prompt.
+
+Protocols (registry `PROTOCOLS`):
+- ``sammed3d``: click 1 uniform in the target; click k uniform in the error region FN ∪ FP of the current
+  mask, positive when it falls in FN (SAM-Med3D's evaluation). All clicks are kept (the session keeps them).
+- ``center``: click 1 at the target's interior maximum (maximum of the spacing-aware Euclidean distance
+  transform); click k at the distance-transform maximum of the largest error component (6-connected
+  components of FN and of FP, largest by voxel count), positive for FN, negative for FP.
+- ``box+center``: interaction 1 is a 3D box from the target's bounding box (engines supporting "box");
+  then `center` clicks (the CVPR 2025 interactive 3D challenge protocol: box + 5 clicks = 6 interactions).
+- ``slice``: one prompt on the slice of largest target area along the slice axis (default: the axis with
+  the largest spacing, ties -> the last axis): a slice mask when the engine supports "slice_mask"
+  (`Session.set_slice_mask`), else a 2D box (a 3D box flat along the slice axis) when it supports "box",
+  else a point at the 2D distance-transform maximum of the target on that slice. ``slice-mask``,
+  ``slice-box`` and ``slice-point`` force one kind. Interactions after the first are `center` correction
+  clicks (engines supporting "point"); otherwise the first mask is repeated.
+
+Unsupported combinations raise `ConfigError` before any prompt is given (`check_protocol`).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from voxsam.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PROTOCOLS", "ProtocolResult", "get_protocol", "check_protocol", "required_prompts"]
+
+
+@dataclass
+class ProtocolResult:
+    """What a protocol run recorded, one entry per interaction (length n_interactions).
+
+    Attributes:
+        masks: (X, Y, Z) bool object mask after each interaction.
+        seconds: wall seconds of each session call (0.0 for steps after an early stop).
+        prompts: description of each prompt, e.g. {"kind": "point", "ijk": [i, j, k], "positive": True};
+            None for steps after an early stop.
+        stopped_at: 1-based interaction after which the mask equalled the target, else None.
+    """
+
+    masks: list[np.ndarray] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    prompts: list[dict[str, Any] | None] = field(default_factory=list)
+    stopped_at: int | None = None
+
+
+# ---------------------------------------------------------------------- requirements
+_REQUIRES: dict[str, tuple[str, ...]] = {
+    "sammed3d": ("point",),
+    "center": ("point",),
+    "box+center": ("box",),
+    "slice": (),  # any of slice_mask / box / point, checked in check_protocol
+    "slice-mask": ("slice_mask",),
+    "slice-box": ("box",),
+    "slice-point": ("point",),
+}
+
+
+def required_prompts(name: str) -> tuple[str, ...]:
+    """Prompt kinds the protocol `name` needs from the engine (`slice` needs any one of three)."""
+    get_protocol(name)
+    return _REQUIRES[name]
+
+
+def check_protocol(name: str, supports: frozenset[str] | set[str]) -> None:
+    """Raise ConfigError when `name` is unknown or the engine (its `supports`) cannot take its prompts."""
+    get_protocol(name)
+    if name == "slice":
+        if not ({"slice_mask", "box", "point"} & set(supports)):
+            raise ConfigError("protocol 'slice' needs an engine taking slice masks, boxes or points")
+        return
+    missing = [k for k in _REQUIRES[name] if k not in supports]
+    if missing:
+        raise ConfigError(
+            f"protocol {name!r} needs {', '.join(missing)} prompts; the engine takes only {', '.join(sorted(supports))}"
+        )
+
+
+def get_protocol(name: str) -> Callable[..., ProtocolResult]:
+    """The protocol function registered as `name`; ConfigError for an unknown name."""
+    try:
+        return PROTOCOLS[name]
+    except KeyError:
+        raise ConfigError(f"unknown protocol {name!r}; available: {', '.join(sorted(PROTOCOLS))}") from None
+
+
+# ---------------------------------------------------------------------- shared machinery
+class _Recorder:
+    def __init__(self, session: Any, target: np.ndarray, n: int, object_id: int) -> None:
+        if n < 1:
+            raise ConfigError(f"the number of interactions must be >= 1, got {n}")
+        t = np.asarray(target).astype(bool, copy=False)
+        if t.shape != tuple(session.volume.shape):
+            raise ConfigError(f"target shape {t.shape} differs from the volume grid {tuple(session.volume.shape)}")
+        if not t.any():
+            raise ConfigError("the target is empty: nothing to click on")
+        self.session = session
+        self.target = t
+        self.n = n
+        self.object_id = object_id
+        self.result = ProtocolResult()
+        self.mask = np.zeros(t.shape, dtype=bool)
+
+    @property
+    def done(self) -> bool:
+        return len(self.result.masks) >= self.n or self.result.stopped_at is not None
+
+    def run(self, call: Callable[[], np.ndarray], prompt: dict[str, Any]) -> None:
+        start = time.perf_counter()
+        mask = call()
+        seconds = time.perf_counter() - start
+        self.mask = np.asarray(mask).astype(bool)
+        self.result.masks.append(self.mask)
+        self.result.seconds.append(seconds)
+        self.result.prompts.append(prompt)
+        log.debug("interaction %d %s: %.3f s", len(self.result.masks), prompt, seconds)
+        if np.array_equal(self.mask, self.target):
+            self.result.stopped_at = len(self.result.masks)
+
+    def point(self, ijk: np.ndarray, positive: bool) -> None:
+        xyz = tuple(float(v) for v in ijk)
+        self.run(
+            lambda: self.session.add_point(xyz, positive=positive, object_id=self.object_id),
+            {"kind": "point", "ijk": [int(v) for v in ijk], "positive": bool(positive)},
+        )
+
+    def finish(self) -> ProtocolResult:
+        res = self.result
+        while len(res.masks) < self.n:
+            res.masks.append(self.mask)
+            res.seconds.append(0.0)
+            res.prompts.append(None)
+        return res
+
+
+def _spacing(session: Any) -> tuple[float, ...]:
+    return tuple(float(s) for s in session.volume.spacing)
+
+
+def _edt(mask: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+    """Distance (mm) from every voxel of `mask` to the nearest voxel outside it; the border counts as outside."""
+    import edt
+
+    padded = np.pad(np.ascontiguousarray(mask, dtype=bool), 1, constant_values=False)
+    dist = edt.edt(padded, anisotropy=spacing, black_border=False)
+    return np.asarray(dist[tuple(slice(1, -1) for _ in range(mask.ndim))])
+
+
+def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
+    out = []
+    for axis in range(mask.ndim):
+        other = tuple(i for i in range(mask.ndim) if i != axis)
+        hit = np.flatnonzero(mask.any(axis=other))
+        out.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(out)
+
+
+def interior_point(mask: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+    """Voxel index (ndim,) of the maximum of the spacing-aware distance transform inside a non-empty mask.
+
+    Ties go to the first voxel in C order (deterministic). Works on 2D and 3D masks.
+    """
+    box = _bbox(mask)
+    dist = _edt(mask[box], spacing)
+    local = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return np.array([int(l) + s.start for l, s in zip(local, box)], dtype=int)
+
+
+def largest_error_component(mask: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, bool] | None:
+    """The largest 6-connected component of FN (target & ~mask) or FP (mask & ~target).
+
+    Returns (component bool (X, Y, Z), positive) where positive is True for a FN component, or None when
+    the mask equals the target.
+    """
+    import cc3d
+
+    fn = target & ~mask
+    fp = mask & ~target
+    if not (fn.any() or fp.any()):
+        return None
+    kinds = np.zeros(target.shape, dtype=np.uint8)
+    kinds[fn] = 1
+    kinds[fp] = 2
+    box = _bbox(kinds > 0)
+    labels = cc3d.connected_components(kinds[box], connectivity=6)
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    best = int(np.argmax(counts))
+    comp = np.zeros(target.shape, dtype=bool)
+    comp[box] = labels == best
+    positive = bool(fn[box][labels == best][0])
+    return comp, positive
+
+
+def _center_clicks(rec: _Recorder) -> None:
+    spacing = _spacing(rec.session)
+    while not rec.done:
+        found = largest_error_component(rec.mask, rec.target)
+        if found is None:  # pragma: no cover - equality already stops the recorder
+            break
+        comp, positive = found
+        rec.point(interior_point(comp, spacing), positive)
+
+
+# ---------------------------------------------------------------------- protocols
+def sammed3d(session: Any, target: np.ndarray, n_interactions: int, seed: int = 0, object_id: int = 1) -> ProtocolResult:
+    """SAM-Med3D clicks: 1st uniform in the target, then uniform in FN ∪ FP (positive in FN). See module doc."""
+    check_protocol("sammed3d", session.engine.supports)
+    rec = _Recorder(session, target, n_interactions, object_id)
+    rng = np.random.default_rng(seed)
+    while not rec.done:
+        region = rec.target if not rec.result.masks else (rec.target ^ rec.mask)
+        flat = np.flatnonzero(region)
+        if flat.size == 0:  # pragma: no cover - equality already stops the recorder
+            break
+        ijk = np.array(np.unravel_index(int(flat[rng.integers(flat.size)]), region.shape))
+        rec.point(ijk, bool(rec.target[tuple(ijk)]))
+    return rec.finish()
+
+
+def center(session: Any, target: np.ndarray, n_interactions: int, seed: int = 0, object_id: int = 1) -> ProtocolResult:
+    """Clicks at distance-transform centres: the target's, then the largest error component's. See module doc."""
+    check_protocol("center", session.engine.supports)
+    rec = _Recorder(session, target, n_interactions, object_id)
+    rec.point(interior_point(rec.target, _spacing(session)), True)
+    _center_clicks(rec)
+    return rec.finish()
+
+
+def box_center(session: Any, target: np.ndarray, n_interactions: int, seed: int = 0, object_id: int = 1) -> ProtocolResult:
+    """A 3D box from the target's bounding box, then `center` clicks (CVPR 2025 challenge). See module doc."""
+    check_protocol("box+center", session.engine.supports)
+    rec = _Recorder(session, target, n_interactions, object_id)
+    box = _bbox(rec.target)
+    lo = tuple(float(s.start) for s in box)
+    hi = tuple(float(s.stop - 1) for s in box)
+    rec.run(
+        lambda: session.add_box(lo, hi, object_id=object_id),
+        {"kind": "box", "lo": [int(v) for v in lo], "hi": [int(v) for v in hi]},
+    )
+    if not rec.done and "point" in session.engine.supports:
+        _center_clicks(rec)
+    return rec.finish()
+
+
+def slice_axis(spacing: tuple[float, ...]) -> int:
+    """The default slice axis: the one with the largest spacing (the last one on ties)."""
+    s = np.asarray(spacing, dtype=np.float64)
+    return int(np.flatnonzero(s >= s.max() - 1e-6)[-1])
+
+
+def _slice_protocol(kind: str) -> Callable[..., ProtocolResult]:
+    def run(
+        session: Any, target: np.ndarray, n_interactions: int, seed: int = 0, object_id: int = 1, axis: int | None = None
+    ) -> ProtocolResult:
+        name = "slice" if kind == "auto" else f"slice-{kind}"
+        supports = session.engine.supports
+        check_protocol(name, supports)
+        chosen = kind
+        if kind == "auto":
+            chosen = "mask" if "slice_mask" in supports else "box" if "box" in supports else "point"
+        rec = _Recorder(session, target, n_interactions, object_id)
+        spacing = _spacing(session)
+        ax = slice_axis(spacing) if axis is None else int(axis)
+        other = tuple(a for a in range(3) if a != ax)
+        areas = rec.target.sum(axis=other)
+        index = int(np.argmax(areas))
+        plane = [slice(None)] * 3
+        plane[ax] = index  # type: ignore[call-overload]
+        mask2d = rec.target[tuple(plane)]
+        if chosen == "mask":
+            rec.run(
+                lambda: session.set_slice_mask(ax, index, mask2d, object_id=object_id),
+                {"kind": "slice_mask", "axis": ax, "index": index, "area": int(mask2d.sum())},
+            )
+        elif chosen == "box":
+            b2 = _bbox(mask2d)
+            lo, hi = [0.0] * 3, [0.0] * 3
+            for a2, a in enumerate(other):
+                lo[a], hi[a] = float(b2[a2].start), float(b2[a2].stop - 1)
+            lo[ax] = hi[ax] = float(index)
+            rec.run(
+                lambda: session.add_box(tuple(lo), tuple(hi), object_id=object_id),
+                {"kind": "box", "lo": [int(v) for v in lo], "hi": [int(v) for v in hi], "axis": ax},
+            )
+        else:
+            p2 = interior_point(mask2d, tuple(spacing[a] for a in other))
+            ijk = np.zeros(3, dtype=int)
+            ijk[ax] = index
+            ijk[list(other)] = p2
+            rec.point(ijk, True)
+        if not rec.done and "point" in supports:
+            _center_clicks(rec)
+        return rec.finish()
+
+    run.__name__ = f"slice_{kind}"
+    run.__doc__ = f"One {kind} prompt on the slice of largest target area, then center corrections. See module doc."
+    return run
+
+
+#: name -> protocol function (see the module docstring for what each does)
+PROTOCOLS: dict[str, Callable[..., ProtocolResult]] = {
+    "sammed3d": sammed3d,
+    "center": center,
+    "box+center": box_center,
+    "slice": _slice_protocol("auto"),
+    "slice-mask": _slice_protocol("mask"),
+    "slice-box": _slice_protocol("box"),
+    "slice-point": _slice_protocol("point"),
+}

@@ -1,0 +1,70 @@
+"""Helpers of the evaluation tests: tiny volumes, a scripted engine, NIfTI writing."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from voxsam.engines.base import Engine, Prediction
+from voxsam.io.volume import Volume
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+
+
+def ball(shape, centre, radius, spacing=(1.0, 1.0, 1.0)):
+    g = np.indices(shape, dtype=np.float64)
+    d2 = sum(((g[i] - centre[i]) * spacing[i]) ** 2 for i in range(3))
+    return d2 <= radius**2
+
+
+def make_volume(array, spacing=(1.0, 1.0, 1.0)):
+    affine = np.diag([*spacing, 1.0])
+    return Volume(np.asarray(array), affine)
+
+
+class BallEngine(Engine):
+    """A scripted engine: the union of balls (radius `r` voxels) around positive clicks minus balls around
+    negative ones; a box gives its own voxels; a slice mask gives that slice. Records every call."""
+
+    name = "balls"
+
+    def __init__(self, supports=frozenset({"point", "box", "slice_mask"}), r=2.0, oracle=None):
+        self.supports = frozenset(supports)
+        self.r = r
+        self.oracle = oracle  # when set, returned as soon as any prompt is given
+        self.calls = []
+
+    def prepare(self, volume):
+        return volume.shape
+
+    def predict(self, prepared, prompts, previous):
+        self.calls.append(prompts)
+        shape = prepared
+        if self.oracle is not None:
+            return Prediction(self.oracle.copy())
+        m = np.zeros(shape, bool)
+        if prompts.box is not None:
+            lo = np.floor(np.asarray(prompts.box.lo)).astype(int)
+            hi = np.floor(np.asarray(prompts.box.hi)).astype(int)
+            m[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1] = True
+        for s in prompts.slice_masks:
+            sl = [slice(None)] * 3
+            sl[s.axis] = s.index
+            m[tuple(sl)] |= s.mask
+        for p in prompts.points:
+            b = ball(shape, p.ijk, self.r)
+            if p.positive:
+                m |= b
+            else:
+                m &= ~b
+        return Prediction(m)
+
+
+def write_nifti(path: Path, array: np.ndarray, spacing=(1.0, 1.0, 1.0), offset=(0.0, 0.0, 0.0)) -> None:
+    import nibabel as nib
+
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = offset
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(array), affine), str(path))
