@@ -194,7 +194,7 @@ class ClassicEngine(Engine):
         if roi.work_shape != roi.shape:
             img = _resize(img, roi.work_shape)
         norm = _normalise(img, self.smooth_mm, work_spacing)
-        seeds, fg_voxels = self._seeds(norm, roi, work_spacing, shape, pos, neg, box)
+        seeds, fg_voxels, (fg_med, fg_sd) = self._seeds(norm, roi, work_spacing, shape, pos, neg, box)
         if not (seeds == 2).any():
             # nothing looks unlike the target on the image border and no other background: use the whole border
             log.info("classic: no background seeds from the prompts; using the whole ROI border")
@@ -202,18 +202,15 @@ class ClassicEngine(Engine):
         if self.method == "random_walker":
             prior = None
             if self.prior_weight > 0:
-                med, sd = self._fg_model
-                prior = np.exp(-0.5 * np.square((norm - np.float32(med)) / np.float32(self.prior_width * sd)))
+                prior = np.exp(-0.5 * np.square((norm - np.float32(fg_med)) / np.float32(self.prior_width * fg_sd)))
             field = _random_walker(
                 norm, seeds, self.beta, work_spacing, self.cg_tol, self.cg_max_iter, prior, self.prior_weight
             )
-            level = 0.5
         else:
             field = self._growcut(norm, seeds, work_spacing)
-            level = 0.5
         if roi.work_shape != roi.shape:
             field = _resize(field, roi.shape)
-        mask = field >= level
+        mask = field >= 0.5
         self._clean(mask, roi, pos, neg, box, fg_voxels)
         out[roi.slices] = mask
         return Prediction(out, state={"roi": (roi.lo.tolist(), roi.hi.tolist()), "work_shape": roi.work_shape})
@@ -249,8 +246,9 @@ class ClassicEngine(Engine):
         pos: np.ndarray,
         neg: np.ndarray,
         box: Any,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """int8 working-grid seed map (0 free, 1 foreground, 2 background) and the foreground seed voxels."""
+    ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+        """Working-grid seeds: int8 map (0 free, 1 foreground, 2 background), the foreground seed voxels (N, 3)
+        and the target's intensity model (median, robust SD) sampled around them."""
         seeds = np.zeros(norm.shape, dtype=np.int8)
         wshape = np.asarray(norm.shape)
         fg_pts = pos
@@ -290,7 +288,6 @@ class ClassicEngine(Engine):
         sample = norm[_balls(norm.shape, fg_work, max(radius, 3.0), work_spacing)]
         med = float(np.median(sample))
         sd = max(1.4826 * float(np.median(np.abs(sample - med))), 0.02)
-        self._fg_model = (med, sd)
         if any(at_border):
             from scipy import ndimage
 
@@ -301,7 +298,7 @@ class ClassicEngine(Engine):
             _mark_faces(faces, at_border, value=True, keep=None)
             near_like = ndimage.binary_dilation(like, iterations=2, mask=None) if like.any() else like
             seeds[faces & ~near_like & (seeds == 0)] = 2
-        return seeds, fg_work
+        return seeds, fg_work, (med, sd)
 
     def _clean(self, mask: np.ndarray, roi: _Roi, pos: np.ndarray, neg: np.ndarray, box: Any, fg_work: np.ndarray) -> None:
         """In place on the ROI mask: click labels, box clipping, keep the components holding positive seeds."""
@@ -359,7 +356,7 @@ class ClassicEngine(Engine):
         graph = csr_matrix((cost.ravel(), nbr.ravel(), np.arange(0, 6 * n + 1, 6)), shape=(n, n))
         src = np.flatnonzero(seeds.ravel() > 0)
         _, _, sources = dijkstra(graph, directed=True, indices=src, min_only=True, return_predecessors=True)
-        lab = seeds.ravel()[np.where(sources >= 0, sources, 0)]
+        lab = np.where(sources >= 0, seeds.ravel()[np.maximum(sources, 0)], 2)  # unreachable: background
         return (lab == 1).astype(np.float32).reshape(shape)
 
 
