@@ -47,7 +47,7 @@ def phantom(size: int = 192, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return img.astype(np.float32), target
 
 
-def measure(method: str, clicks: int, image: np.ndarray, target: np.ndarray) -> dict:
+def measure(method: str, clicks: int, image: np.ndarray, target: np.ndarray, **options: float) -> dict:
     from voxsam.engines.classic import ClassicEngine
     from voxsam.evaluation.metrics import dice
     from voxsam.evaluation.protocols import center
@@ -56,12 +56,12 @@ def measure(method: str, clicks: int, image: np.ndarray, target: np.ndarray) -> 
 
     volume = Volume(image, np.eye(4))
     # the first click is the target's centre (voxel 95 or 96); ± 63.5 mm around it is a 128³ ROI
-    engine = ClassicEngine(method=method, margin_mm=63.5)
+    engine = ClassicEngine(method=method, margin_mm=63.5, **options)
     session = Session(volume, engine)
     result = center(session, target, clicks, seed=0)
     shapes = []
     # replay the prompts one by one to read each click's ROI (engine state) without timing it
-    replay = Session(volume, ClassicEngine(method=method, margin_mm=63.5))
+    replay = Session(volume, ClassicEngine(method=method, margin_mm=63.5, **options))
     for p in result.prompts:
         if p is None:
             break
@@ -72,6 +72,7 @@ def measure(method: str, clicks: int, image: np.ndarray, target: np.ndarray) -> 
     secs = [s for s, p in zip(result.seconds, result.prompts) if p is not None]
     return {
         "method": method,
+        "options": options,
         "seconds_per_click": [round(s, 4) for s in secs],
         "roi_per_click": shapes,
         "first_click_s": round(secs[0], 4),

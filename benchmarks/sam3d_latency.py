@@ -6,10 +6,11 @@ Random weights (same rule as the golden ``weights.py``, own generator, no files 
 128^3 input. Measured in one run: encoder seconds in reference and fast mode (same weights, same
 input) with their max abs difference, bf16 encoder seconds, decoder seconds per click (median over
 ``--clicks`` clicks, each with all previous clicks and the previous low-res logits), peak RSS. Phases
-run in the order fast -> clicks -> bf16 -> reference, and the peak RSS is also recorded before the
-reference phase (the literal reference attention holds S^6-sized matrices). Encoder times are the
-median (and min) over ``--repeats`` calls after one warm-up call; the 1-minute load average before
-and after is recorded because other processes on a shared machine distort CPU timings.
+run in the order clicks -> reference/fast interleaved -> bf16; the peak RSS is recorded after the fast
+path (encoder + clicks) and again after the reference phase (the literal reference attention holds
+S^6-sized matrices). Encoder times are the median (and min) over ``--repeats`` calls after one
+warm-up call per mode; reference and fast calls alternate so that both see the same machine load,
+and the 1-minute load average before and after is recorded (other processes distort CPU timings).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from voxsam.models.sam3d import BOX_PROMPT_KEYS, Sam3D, build_sam3d  # noqa: E402
+from voxsam.models.sam3d.attention import rel_pos_table  # noqa: E402
 
 
 def fill_weights(model: Sam3D, seed: int = 0) -> None:
@@ -46,6 +48,28 @@ def fill_weights(model: Sam3D, seed: int = 0) -> None:
             else:
                 x = x / math.sqrt(max(1, math.prod(t.shape[1:])))
             t.copy_(x)
+
+
+def released_style_attention(attn, x: torch.Tensor) -> torch.Tensor:
+    """One windowed block's attention written the way the released code is: all heads in one
+    (heads, S^3, S^3) logit tensor, rel-pos terms added out of place, softmax, crop. Benchmark only."""
+    b, n = x.shape[0], attn.grid_size
+    s_, h, c = attn.attn_size, attn.num_heads, attn.head_dim
+    pad = s_ - n
+    xp = torch.nn.functional.pad(x, (0, 0, 0, pad, 0, pad, 0, pad))
+    qkv = attn.qkv(xp).reshape(b, s_ ** 3, 3, h, c).permute(2, 0, 3, 1, 4).reshape(3, b * h, s_ ** 3, c)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    logits = (q * attn.scale) @ k.transpose(-2, -1)
+    td, th, tw = (rel_pos_table(r, s_, s_, s_) for r in (attn.rel_pos_d, attn.rel_pos_h, attn.rel_pos_w))
+    rq = q.reshape(b * h, s_, s_, s_, c)
+    rel_d = torch.einsum("bdhwc,dkc->bdhwk", rq, td)
+    rel_h = torch.einsum("bdhwc,hkc->bdhwk", rq, th)
+    rel_w = torch.einsum("bdhwc,wkc->bdhwk", rq, tw)
+    logits = (logits.view(b * h, s_, s_, s_, s_, s_, s_) + rel_d[:, :, :, :, None, None, :]
+              + rel_h[:, :, :, None, :, None, :] + rel_w[:, :, :, None, None, :, :]).view(b * h, s_ ** 3, s_ ** 3)
+    out = logits.softmax(dim=-1) @ v
+    out = out.view(b, h, s_, s_, s_, c).permute(0, 2, 3, 4, 1, 5).reshape(b, s_, s_, s_, h * c)
+    return attn.proj(out)[:, :n, :n, :n]
 
 
 def peak_rss_mb() -> float:
@@ -73,12 +97,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="vit_b_ori", help="preset: tiny, small, vit_b_ori")
     ap.add_argument("--json", type=Path, default=None, help="write the JSON result here")
-    ap.add_argument("--repeats", type=int, default=3, help="timed repeats per encoder mode (median)")
-    ap.add_argument("--reference-repeats", type=int, default=None, help="default: --repeats")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="timed encoder calls per mode (reference and fast interleaved); median and min")
     ap.add_argument("--clicks", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bf16-repeats", type=int, default=1,
+                    help="timed bf16 encoder calls (slow on CPUs without native bf16)")
     ap.add_argument("--no-bf16", action="store_true")
+    ap.add_argument("--no-block", action="store_true",
+                    help="skip the single windowed-block comparison (released-style needs ~1.5 GB)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -99,13 +127,9 @@ def main(argv: list[str] | None = None) -> dict:
         "loadavg_1min_start": loadavg(),
     }
     with torch.inference_mode():
-        # ---- fast encoder
+        # ---- fast encoder (warm-up) and clicks with mask feedback
         model.attention = "fast"
-        model.encode(image)  # warm-up
-        ts, emb_fast = timed(lambda: model.encode(image), args.repeats)
-        res["encoder_fast_s"], res["encoder_fast_min_s"] = statistics.median(ts), min(ts)
-
-        # ---- clicks with mask feedback
+        emb_fast = model.encode(image)
         m = cfg.mask_size
         pts = torch.full((1, 0, 3), 0.0)
         labs = torch.zeros(1, 0, dtype=torch.long)
@@ -127,12 +151,51 @@ def main(argv: list[str] | None = None) -> dict:
         up = model.upscale_logits(prev)
         _ = torch.sigmoid(up) > 0.5
         res["upsample_threshold_s"] = time.perf_counter() - t0
+        ts, emb_fast = timed(lambda: model.encode(image), 1)
         res["peak_rss_mb_fast_path"] = peak_rss_mb()
+
+        # ---- reference and fast encoder, interleaved so that both see the same machine load
+        model.attention = "reference"
+        model.encode(image)  # warm-up
+        t_fast, t_ref = list(ts), []
+        for r in range(args.repeats):
+            model.attention = "reference"
+            tr, emb_ref = timed(lambda: model.encode(image), 1)
+            model.attention = "fast"
+            tf, emb_fast = timed(lambda: model.encode(image), 1)
+            t_ref += tr
+            t_fast += tf
+        res["encoder_fast_s"], res["encoder_fast_min_s"] = statistics.median(t_fast), min(t_fast)
+        res["encoder_reference_s"], res["encoder_reference_min_s"] = statistics.median(t_ref), min(t_ref)
+        res["encoder_fast_times_s"] = [round(t, 4) for t in t_fast]
+        res["encoder_reference_times_s"] = [round(t, 4) for t in t_ref]
+        res["fast_vs_reference_max_abs_diff"] = float((emb_ref - emb_fast).abs().max())
+        res["embedding_abs_max"] = float(emb_ref.abs().max())
+        res["peak_rss_mb_after_reference"] = peak_rss_mb()
+
+        # ---- one windowed block's attention: fast / reference (per head) / released-style (all heads)
+        windowed = [blk for blk in model.image_encoder.blocks if blk.attn.attn_size > blk.attn.grid_size]
+        if windowed and not args.no_block:
+            att = windowed[0].attn
+            xb = torch.randn(1, cfg.grid_size, cfg.grid_size, cfg.grid_size, cfg.encoder_embed_dim, generator=g)
+            blk_t: dict[str, list[float]] = {"fast": [], "reference": [], "released_style": []}
+            fns = {"fast": lambda: att(xb, "fast"), "reference": lambda: att(xb, "reference"),
+                   "released_style": lambda: released_style_attention(att, xb)}
+            outs = {k: f() for k, f in fns.items()}  # warm-up
+            for _ in range(args.repeats):
+                for k, f in fns.items():
+                    blk_t[k] += timed(f, 1)[0]
+            for k, v in blk_t.items():
+                res[f"windowed_attention_{k}_s"] = statistics.median(v)
+                res[f"windowed_attention_{k}_min_s"] = min(v)
+            res["windowed_attention_released_style_vs_fast_max_abs_diff"] = float(
+                (outs["released_style"] - outs["fast"]).abs().max())
+            res["peak_rss_mb_after_block"] = peak_rss_mb()
 
         # ---- bf16 encoder
         if not args.no_bf16:
             model.encode(image, dtype="bfloat16")  # warm-up
-            ts, emb_bf = timed(lambda: model.encode(image, dtype="bfloat16"), args.repeats)
+            ts, emb_bf = timed(lambda: model.encode(image, dtype="bfloat16"), args.bf16_repeats)
             res["encoder_bf16_s"], res["encoder_bf16_min_s"] = statistics.median(ts), min(ts)
             res["bf16_vs_fp32_max_abs_diff"] = float((emb_bf - emb_fast).abs().max())
             lo32, _ = model.decode(emb_fast, pts[:, :1], labs[:, :1])
@@ -140,18 +203,12 @@ def main(argv: list[str] | None = None) -> dict:
             a, b = lo32 > 0, lo16 > 0
             inter, tot = (a & b).sum().item(), a.sum().item() + b.sum().item()
             res["bf16_first_click_lowres_dice"] = 1.0 if tot == 0 else 2 * inter / tot
-            res["peak_rss_mb_after_bf16"] = peak_rss_mb()
-
-        # ---- reference encoder
-        model.attention = "reference"
-        rr = args.reference_repeats or args.repeats
-        ts, emb_ref = timed(lambda: model.encode(image), rr)
-        res["encoder_reference_s"], res["encoder_reference_min_s"] = statistics.median(ts), min(ts)
-        model.attention = "fast"
-        res["fast_vs_reference_max_abs_diff"] = float((emb_ref - emb_fast).abs().max())
-        res["embedding_abs_max"] = float(emb_ref.abs().max())
     res["speedup_fast_vs_reference"] = res["encoder_reference_s"] / res["encoder_fast_s"]
     res["speedup_fast_vs_reference_min"] = res["encoder_reference_min_s"] / res["encoder_fast_min_s"]
+    if "windowed_attention_fast_s" in res:
+        for k in ("reference", "released_style"):
+            res[f"speedup_windowed_attention_fast_vs_{k}"] = (
+                res[f"windowed_attention_{k}_s"] / res["windowed_attention_fast_s"])
     if "encoder_bf16_s" in res:
         res["speedup_bf16_vs_reference"] = res["encoder_reference_s"] / res["encoder_bf16_s"]
     res["peak_rss_mb"] = peak_rss_mb()

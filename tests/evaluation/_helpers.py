@@ -1,7 +1,6 @@
 """Helpers of the evaluation tests: tiny volumes, a scripted engine, NIfTI writing."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

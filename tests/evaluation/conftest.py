@@ -1,4 +1,4 @@
-"""Fixtures of the evaluation tests: a tiny volume with a target, a synthetic MSD dataset."""
+"""Fixtures of the evaluation tests: a synthetic MSD dataset."""
 from __future__ import annotations
 
 import json
@@ -6,16 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from ._helpers import ball, make_volume, write_nifti
-
-@pytest.fixture
-def blob_volume():
-    """A 40x36x24 volume, spacing (1, 1, 2) mm, with a bright ellipsoid target (and its mask)."""
-    shape = (40, 36, 24)
-    target = ball(shape, (20, 18, 12), 9.0, spacing=(1.0, 1.0, 2.0))
-    rng = np.random.default_rng(0)
-    img = 100.0 * target + rng.normal(0, 8, shape)
-    return make_volume(img.astype(np.float32), (1.0, 1.0, 2.0)), target
+from ._helpers import ball, write_nifti
 
 
 @pytest.fixture

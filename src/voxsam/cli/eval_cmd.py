@@ -46,7 +46,7 @@ def eval_command(
         list[str],
         typer.Argument(
             help="Dataset folders (MSD / nnU-Net layout: imagesTr/, labelsTr/, dataset.json) or file pairs "
-            "IMAGE::LABEL[::NAMES.json[#key]].",
+            "IMAGE::LABEL, or IMAGE::LABEL::NAMES.json (NAMES.json#key picks a sub-map of label names).",
             show_default=False,
         ),
     ],

@@ -600,19 +600,14 @@ def _wait_for_records(out: Path, plan: Plan, timeout_s: float) -> list[dict[str,
     deadline = time.monotonic() + timeout_s
     last_log = 0.0
     while True:
-        records: list[dict[str, Any]] = []
-        missing: list[Target] = []
-        for t in plan.targets:
-            rec = read_record(record_path(out, t.dataset, t.case_id, t.label))
-            if rec is None:
-                missing.append(t)
-            else:
-                records.append(rec)
+        missing = [t for t in plan.targets if not record_path(out, t.dataset, t.case_id, t.label).exists()]
         if not missing or time.monotonic() >= deadline:
-            for t in missing:
-                records.append({**_identity(t), "status": "missing", "reason": "no record (a rank did not finish)", "rows": []})
-            order = {t.key: i for i, t in enumerate(plan.targets)}
-            records.sort(key=lambda r: order.get((r["dataset"], r["case"], r["label"]), 0))
+            records: list[dict[str, Any]] = []
+            for t in plan.targets:
+                rec = read_record(record_path(out, t.dataset, t.case_id, t.label))
+                if rec is None:
+                    rec = {**_identity(t), "status": "missing", "reason": "no record (a rank did not finish)", "rows": []}
+                records.append(rec)
             return records
         if time.monotonic() - last_log > 60:
             log.info("rank 0 waits for %d targets of other ranks", len(missing))
