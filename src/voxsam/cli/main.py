@@ -5,7 +5,7 @@ import sys
 
 import typer
 
-from voxsam.cli import demo_cmd, eval_cmd, io_cmds, segment_cmd
+from voxsam.cli import demo_cmd, eval_cmd, io_cmds, segment_cmd, train_cmd
 
 app = typer.Typer(
     name="voxsam",
@@ -18,6 +18,7 @@ io_cmds.register(app)
 segment_cmd.register(app)
 eval_cmd.register(app)
 demo_cmd.register(app)
+train_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

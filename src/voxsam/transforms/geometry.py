@@ -121,17 +121,26 @@ def resample_to_grid(
 
     # target voxel -> source voxel
     m = np.linalg.inv(affine) @ target_affine
-    out = ndimage.affine_transform(
-        array if order == 0 else array.astype(np.float32, copy=False),
-        m[:3, :3],
-        offset=m[:3, 3],
-        output_shape=tuple(int(s) for s in target_shape),
-        order=order,
-        mode="constant",
-        cval=cval,
-        prefilter=False,
-    )
+    shape = tuple(int(s) for s in target_shape)
+    # scipy's "constant" mode returns cval for a point outside [0, n-1] by any amount, so a grid plane
+    # lying exactly on the first or last voxel centre (as crops anchored at the volume's corner do) would
+    # come out 0 or not depending on the last bit of rounding. Interpolate with edge extension instead
+    # and apply the border ourselves with a tolerance of 1e-3 voxel.
+    source = array if order == 0 else array.astype(np.float32, copy=False)
+    out = ndimage.affine_transform(source, m[:3, :3], offset=m[:3, 3], output_shape=shape, order=order,
+                                   mode="nearest", prefilter=False)
+    out[~_inside_source(m, shape, array.shape[:3], tol=1e-3)] = cval
     return out
+
+
+def _inside_source(m: np.ndarray, target_shape: tuple[int, ...], source_shape: tuple[int, ...], tol: float) -> np.ndarray:
+    """(X', Y', Z') bool: target voxels whose source coordinate lies in [-tol, n - 1 + tol] on every axis."""
+    idx = [np.arange(n, dtype=np.float64).reshape([-1 if i == a else 1 for i in range(3)]) for a, n in enumerate(target_shape)]
+    inside = np.ones(target_shape, dtype=bool)
+    for axis in range(3):
+        coord = m[axis, 0] * idx[0] + m[axis, 1] * idx[1] + m[axis, 2] * idx[2] + m[axis, 3]
+        inside &= (coord >= -tol) & (coord <= source_shape[axis] - 1 + tol)
+    return inside
 
 
 def describe_grid(shape: tuple[int, ...], affine: np.ndarray) -> dict[str, Any]:
