@@ -153,3 +153,27 @@ def test_ddp_two_processes_equal_one_process_with_the_same_samples(tiny_config_d
     a = torch.load(tmp_path / "one" / "model.pt", map_location="cpu", weights_only=True)["model"]
     b = torch.load(tmp_path / "two" / "model.pt", map_location="cpu", weights_only=True)["model"]
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
+
+
+def test_init_from_a_released_style_checkpoint(tiny_config_dict, tmp_path):
+    """--init PATH fine-tunes from a released training dict (pickled: needs trust), box embeddings added."""
+    import argparse
+
+    from voxsam.models.sam3d import build_sam3d
+    from voxsam.models.sam3d.build import BOX_PROMPT_KEYS
+    from voxsam.training.trainer import _build_model
+
+    torch.manual_seed(42)
+    donor = build_sam3d("tiny", image_size=32)
+    released = {k: v for k, v in donor.state_dict().items() if k not in BOX_PROMPT_KEYS}
+    path = tmp_path / "sam_med3d_like.pth"
+    torch.save({"epoch": 3, "model_state_dict": released, "args": argparse.Namespace(lr=1e-4)}, path)
+
+    untrusted = build_config(tiny_config_dict, [f"model.init={path}"])
+    with pytest.raises(CheckpointError, match="trust"):
+        _build_model(untrusted)
+    cfg = build_config(tiny_config_dict, [f"model.init={path}", "model.trust_init=true", "run.steps=1"])
+    model = _build_model(cfg)
+    for k, v in released.items():
+        assert torch.equal(model.state_dict()[k], v), k
+    assert train(cfg)["step"] == 1
