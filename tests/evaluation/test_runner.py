@@ -43,6 +43,9 @@ def test_plan_lists_targets_and_skips(msd_dataset):
     spans = plan_targets([str(msd_dataset)], config(slice_range=(10, 200)))
     assert [t.label for t in spans.targets] == [1, 1, 1, 1]  # radius 5 spans 11 slices, radius 4 spans 9
     assert len(plan_targets([str(msd_dataset)], config(max_cases=1)).targets) == 2
+    picked = plan_targets([str(msd_dataset)], config(cases=["c2*", "c3"]))
+    assert {t.case_id for t in picked.targets} <= {"c2", "c3"} and picked.targets
+    assert not plan_targets([str(msd_dataset)], config(cases=["zz*"])).targets
 
 
 def test_run_report_and_resume(msd_dataset, tmp_path):

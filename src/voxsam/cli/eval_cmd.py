@@ -63,6 +63,7 @@ def eval_command(
         Optional[str], typer.Option(help="LO,HI: keep targets spanning LO..HI slices along the slice axis (largest spacing), e.g. 10,200.")
     ] = None,
     max_cases: Annotated[Optional[int], typer.Option(help="At most this many cases per dataset (first by id).")] = None,
+    cases: Annotated[Optional[str], typer.Option(help="Only case ids matching these glob patterns, comma-separated (e.g. a held-out split).")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes (each takes whole cases).")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the protocol's random choices.")] = 0,
     nsd_tolerance: Annotated[float, typer.Option(help="NSD tolerance in mm.")] = 2.0,
@@ -102,6 +103,7 @@ def eval_command(
         min_voxels=min_voxels,
         slice_range=(rng[0], rng[1]) if rng else None,
         max_cases=max_cases,
+        cases=[c.strip() for c in cases.split(",") if c.strip()] if cases else None,
         seed=seed,
         nsd_tolerance_mm=nsd_tolerance,
         workers=workers,

@@ -68,6 +68,7 @@ class EvalConfig:
         min_voxels: skip targets with fewer voxels.
         slice_range: (lo, hi) inclusive: keep targets spanning lo..hi slices along the slice axis.
         max_cases: at most this many cases per dataset (first by case id).
+        cases: only cases whose id matches one of these glob patterns (e.g. a held-out split).
         seed: seeds the protocol's random choices (per target: seed + a stable hash of the target).
         nsd_tolerance_mm: NSD tolerance in mm.
         workers: worker processes (1: in this process).
@@ -84,6 +85,7 @@ class EvalConfig:
     min_voxels: int = 0
     slice_range: tuple[int, int] | None = None
     max_cases: int | None = None
+    cases: list[str] | None = None
     seed: int = 0
     nsd_tolerance_mm: float = 2.0
     workers: int = 1
@@ -192,8 +194,12 @@ def _load_names(spec: str) -> dict[int, str]:
     return names
 
 
-def parse_sources(specs: list[str], max_cases: int | None = None) -> tuple[list[CaseRef], list[Skip], dict[str, dict[str, Any]]]:
+def parse_sources(
+    specs: list[str], max_cases: int | None = None, case_patterns: list[str] | None = None
+) -> tuple[list[CaseRef], list[Skip], dict[str, dict[str, Any]]]:
     """Resolve DATASET arguments into cases (with labels), skipped entries and per-dataset info.
+
+    `case_patterns` (glob) keeps only matching case ids; it applies before `max_cases`.
 
     Raises DatasetError for a path that does not exist or a folder that is not a dataset (nothing to skip to).
     """
@@ -215,6 +221,8 @@ def parse_sources(specs: list[str], max_cases: int | None = None) -> tuple[list[
             names = _load_names(parts[2]) if len(parts) == 3 else {}
             key = image.resolve().parent.name or "data"
             case_id = split_name(image)[0]
+            if not _wanted(case_id, case_patterns):
+                continue
             info.setdefault(key, {"title": key, "sources": [], "label_names": {}})
             info[key]["sources"].append(spec)
             info[key]["label_names"].update(names)
@@ -236,9 +244,10 @@ def parse_sources(specs: list[str], max_cases: int | None = None) -> tuple[list[
         if key in info:
             raise ConfigError(f"two inputs are both called {key!r}; give each dataset once")
         info[key] = {"title": ds.name, "sources": [str(root)], "label_names": dict(ds.label_names), "modality": ds.modality}
-        labelled = [c for c in ds.cases if c.label_path is not None]
+        labelled = [c for c in ds.cases if c.label_path is not None and _wanted(c.case_id, case_patterns)]
         if not labelled:
-            skipped.append(Skip(key, None, None, f"{root}: no labels (labelsTr/ missing or holds no case's label)"))
+            why = "no case matches --cases" if case_patterns else "no labels (labelsTr/ missing or holds no case's label)"
+            skipped.append(Skip(key, None, None, f"{root}: {why}"))
             continue
         for c in ds.cases:
             if c.label_path is None:
@@ -255,6 +264,12 @@ def parse_sources(specs: list[str], max_cases: int | None = None) -> tuple[list[
     return cases, skipped, info
 
 
+def _wanted(case_id: str, patterns: list[str] | None) -> bool:
+    import fnmatch
+
+    return not patterns or any(fnmatch.fnmatchcase(case_id, p) for p in patterns)
+
+
 # ---------------------------------------------------------------------- planning
 def slice_axis_of(spacing: tuple[float, ...]) -> int:
     """The slice axis of a grid: the axis of largest spacing (the last one on ties)."""
@@ -267,7 +282,7 @@ def plan_targets(specs: list[str], config: EvalConfig) -> Plan:
     """Enumerate the targets of the inputs (loads every label map once; images are not read here)."""
     from voxsam.io import read_volume
 
-    cases, skipped, info = parse_sources(specs, config.max_cases)
+    cases, skipped, info = parse_sources(specs, config.max_cases, config.cases)
     targets: list[Target] = []
     for case in cases:
         try:
