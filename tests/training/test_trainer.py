@@ -177,3 +177,19 @@ def test_init_from_a_released_style_checkpoint(tiny_config_dict, tmp_path):
     for k, v in released.items():
         assert torch.equal(model.state_dict()[k], v), k
     assert train(cfg)["step"] == 1
+
+
+def test_export_halves_the_file_and_keeps_the_masks(tiny_config_dict, tmp_path):
+    from voxsam.training.export import export_weights
+
+    cfg = build_config(tiny_config_dict, ["run.steps=1"])
+    train(cfg)
+    src = Path(cfg.run.out_dir) / "model.pt"
+    facts = export_weights(src, tmp_path / "shipped.pt", extra={"note": "test"})
+    assert facts["bytes"] < 0.6 * src.stat().st_size
+    assert facts["max_weight_change"] < 1e-2 and facts["dice_fp32_vs_stored"] > 0.99
+    from voxsam.models.sam3d import load_sam3d_checkpoint
+
+    model, report = load_sam3d_checkpoint(tmp_path / "shipped.pt")
+    assert next(model.parameters()).dtype == torch.float32 and report.metadata["note"] == "test"
+    assert report.metadata["step"] == 1

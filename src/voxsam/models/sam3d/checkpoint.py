@@ -358,7 +358,7 @@ def load_sam3d_checkpoint(path: str | os.PathLike[str], config: Sam3DConfig | st
 
 # ---------------------------------------------------------------------- saving
 def save_sam3d_checkpoint(model: Sam3D, config: Sam3DConfig | None, path: str | os.PathLike[str],
-                          extra: Mapping[str, Any] | None = None) -> Path:
+                          extra: Mapping[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
     """Write ``{"format", "format_version", "config", "model", "extra"}`` atomically (tmp + os.replace).
 
     Args:
@@ -366,6 +366,8 @@ def save_sam3d_checkpoint(model: Sam3D, config: Sam3DConfig | None, path: str | 
         config: its configuration (default ``model.config``).
         path: destination; its folder must exist.
         extra: small metadata (numbers, strings, lists, dicts) stored under ``extra``.
+        dtype: store floating tensors in this dtype (e.g. ``torch.float16`` halves a shipped file;
+            loading casts back to the model's float32).
     Returns:
         the path written.
     Raises:
@@ -380,7 +382,8 @@ def save_sam3d_checkpoint(model: Sam3D, config: Sam3DConfig | None, path: str | 
         "format": FORMAT_TAG,
         "format_version": FORMAT_VERSION,
         "config": cfg.to_dict(),
-        "model": {k: v.detach().to("cpu") for k, v in model.state_dict().items()},
+        "model": {k: v.detach().to("cpu", dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
+                  for k, v in model.state_dict().items()},
         "extra": dict(extra or {}),
     }
     try:
