@@ -1,89 +1,82 @@
-"""Latency of the SAM-Med3D model on CPU: reference vs fast attention, bf16, per-click decoding.
+"""Latency of the SAM-Med3D model on CPU: literal reference vs fast encoder, int8, per-click decoding.
 
-    .venv/bin/python benchmarks/sam3d_latency.py --config vit_b_ori --json sam3d_latency.json --repeats 3
+    .venv/bin/python benchmarks/sam3d_latency.py --config vit_b_ori --json runs/bench/sam3d_latency.json --repeats 3
 
-Random weights (same rule as the golden ``weights.py``, own generator, no files needed), a random
-128^3 input. Measured in one run: encoder seconds in reference and fast mode (same weights, same
-input) with their max abs difference, bf16 encoder seconds, decoder seconds per click (median over
-``--clicks`` clicks, each with all previous clicks and the previous low-res logits), peak RSS. Phases
-run in the order clicks -> reference/fast interleaved -> bf16; the peak RSS is recorded after the fast
-path (encoder + clicks) and again after the reference phase (the literal reference attention holds
-S^6-sized matrices). Encoder times are the median (and min) over ``--repeats`` calls after one
-warm-up call per mode; reference and fast calls alternate so that both see the same machine load,
-and the 1-minute load average before and after is recorded (other processes distort CPU timings).
+Random weights (`fill_random_weights`, the golden rule; no files needed), a random 128^3 input. One run
+measures:
+
+- encoder seconds in ``attention="reference"`` mode (the released computation, literally: all heads
+  on the padded 14^3 window), in the default ``fast`` mode, with ``compute_dtype="int8"`` (fast
+  attention, int8 linear layers in the second half of the blocks) and with int8 linear layers in
+  every block (``int8_all``, the rejected alternative); calls alternate so that all see the same
+  machine load; median and min over ``--repeats`` calls after one warm-up call each; the ratios of
+  the medians;
+- the encoder blocks' linear layers alone (qkv, proj, MLP on the n^3 tokens) in float32 and int8;
+- max abs difference of the fast and int8 embeddings from the reference / fp32 ones;
+- Dice of the int8 (and int8_all) 128^3 masks vs float32 (same prompts: 6 single clicks and one
+  5-click sequence with mask feedback) for the benchmark weights and the extra weight seeds
+  ``--dice-weight-seeds``;
+- bfloat16 autocast encoder seconds and Dice (``--no-bf16`` skips it: emulated, slow on CPUs without
+  native bf16);
+- one windowed block's attention, fast vs reference;
+- decoder seconds per click (median and max over ``--clicks`` clicks, each with all previous clicks
+  and the previous low-res logits) and the peak RSS of the default path (fast float32 encoder +
+  clicks), both in a fresh subprocess so that the reference mode's ~2 GB do not count; likewise the
+  int8 path's peak RSS.
+
+The 1-minute load average at the start and end is recorded: other processes distort CPU timings.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from voxsam.models.sam3d import BOX_PROMPT_KEYS, Sam3D, build_sam3d  # noqa: E402
-from voxsam.models.sam3d.attention import rel_pos_table  # noqa: E402
+from voxsam.models.sam3d import Sam3D, build_sam3d  # noqa: E402
+from voxsam.models.sam3d.build import Int8Linear, fill_random_weights, int8_image_encoder  # noqa: E402
+
+Prompt = tuple[torch.Tensor, torch.Tensor, bool]  # points (1, N, 3), labels (1, N), sequential
 
 
-def fill_weights(model: Sam3D, seed: int = 0) -> None:
-    """In place, state-dict order: 1-D weight 1+0.1 randn, 1-D bias 0.05 randn, other 1-D 0.1 randn,
-    N-D randn / sqrt(fan) - the rule of the golden weights, without allocating a second copy."""
+# ---------------------------------------------------------------------------- setup
+def make_model(config: str, seed: int) -> Sam3D:
+    """Random-weight model in eval mode (built on meta: no throw-away initialisation)."""
+    with torch.device("meta"):
+        model = build_sam3d(config)
+    return fill_random_weights(model.to_empty(device="cpu"), seed).eval()
+
+
+def make_image(model: Sam3D, seed: int) -> torch.Tensor:
+    """(1, 1, S, S, S) standard-normal volume."""
+    s = model.config.image_size
+    return torch.randn(1, 1, s, s, s, generator=torch.Generator().manual_seed(seed + 1))
+
+
+def make_prompts(size: int, seed: int = 7) -> list[Prompt]:
+    """6 single positive clicks and one 5-click sequence (+ - + + -), all in the central half."""
     g = torch.Generator().manual_seed(seed)
-    sd = model.state_dict()
-    names = [k for k in sd if k not in BOX_PROMPT_KEYS] + [k for k in sd if k in BOX_PROMPT_KEYS]
-    with torch.no_grad():
-        for name in names:
-            t = sd[name]
-            x = torch.randn(tuple(t.shape), generator=g)
-            if t.ndim == 1:
-                x = 1.0 + 0.1 * x if name.endswith("weight") else (0.05 * x if name.endswith("bias") else 0.1 * x)
-            else:
-                x = x / math.sqrt(max(1, math.prod(t.shape[1:])))
-            t.copy_(x)
+    lo, hi = size // 4, 3 * size // 4
+    out: list[Prompt] = [(torch.randint(lo, hi, (1, 1, 3), generator=g).float(),
+                          torch.ones(1, 1, dtype=torch.long), False) for _ in range(6)]
+    out.append((torch.randint(lo, hi, (1, 5, 3), generator=g).float(), torch.tensor([[1, 0, 1, 1, 0]]), True))
+    return out
 
 
-def released_style_attention(attn, x: torch.Tensor) -> torch.Tensor:
-    """One windowed block's attention written the way the released code is: all heads in one
-    (heads, S^3, S^3) logit tensor, rel-pos terms added out of place, softmax, crop. Benchmark only."""
-    b, n = x.shape[0], attn.grid_size
-    s_, h, c = attn.attn_size, attn.num_heads, attn.head_dim
-    pad = s_ - n
-    xp = torch.nn.functional.pad(x, (0, 0, 0, pad, 0, pad, 0, pad))
-    qkv = attn.qkv(xp).reshape(b, s_ ** 3, 3, h, c).permute(2, 0, 3, 1, 4).reshape(3, b * h, s_ ** 3, c)
-    q, k, v = qkv[0], qkv[1], qkv[2]
-    logits = (q * attn.scale) @ k.transpose(-2, -1)
-    td, th, tw = (rel_pos_table(r, s_, s_, s_) for r in (attn.rel_pos_d, attn.rel_pos_h, attn.rel_pos_w))
-    rq = q.reshape(b * h, s_, s_, s_, c)
-    rel_d = torch.einsum("bdhwc,dkc->bdhwk", rq, td)
-    rel_h = torch.einsum("bdhwc,hkc->bdhwk", rq, th)
-    rel_w = torch.einsum("bdhwc,wkc->bdhwk", rq, tw)
-    logits = (logits.view(b * h, s_, s_, s_, s_, s_, s_) + rel_d[:, :, :, :, None, None, :]
-              + rel_h[:, :, :, None, :, None, :] + rel_w[:, :, :, None, None, :, :]).view(b * h, s_ ** 3, s_ ** 3)
-    out = logits.softmax(dim=-1) @ v
-    out = out.view(b, h, s_, s_, s_, c).permute(0, 2, 3, 4, 1, 5).reshape(b, s_, s_, s_, h * c)
-    return attn.proj(out)[:, :n, :n, :n]
-
-
+# ---------------------------------------------------------------------------- measurements
 def peak_rss_mb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return kb / 1024.0
-
-
-def timed(fn, repeats: int) -> tuple[list[float], object]:
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return times, out
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def loadavg() -> float | None:
@@ -93,125 +86,206 @@ def loadavg() -> float | None:
         return None
 
 
-def main(argv: list[str] | None = None) -> dict:
+def timed(fn: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def masks(model: Sam3D, emb: torch.Tensor, prompt: Prompt) -> list[torch.Tensor]:
+    """Boolean S^3 masks (1, 1, S, S, S): one per click prefix (sequential, mask feedback) or one."""
+    pts, lab, sequential = prompt
+    if not sequential:
+        return [model.upscale_logits(model.decode(emb, pts, lab)[0]) > 0]
+    out, prev = [], None
+    for k in range(1, pts.shape[1] + 1):
+        prev, _ = model.decode(emb, pts[:, :k], lab[:, :k], mask_input=prev)
+        out.append(model.upscale_logits(prev) > 0)
+    return out
+
+
+def dice(a: torch.Tensor, b: torch.Tensor) -> float:
+    tot = int(a.sum()) + int(b.sum())
+    return 1.0 if tot == 0 else 2.0 * int((a & b).sum()) / tot
+
+
+def min_dice(model: Sam3D, emb_a: torch.Tensor, emb_b: torch.Tensor, prompts: list[Prompt]) -> float:
+    """Smallest Dice between the masks of two embeddings over all prompts (and click prefixes)."""
+    return min(dice(a, b) for p in prompts for a, b in zip(masks(model, emb_a, p), masks(model, emb_b, p)))
+
+
+def click_times(model: Sam3D, emb: torch.Tensor, clicks: int, seed: int) -> list[float]:
+    """Seconds per decoder call for clicks 1..clicks, each with all previous clicks and the previous
+    low-res logits (click 0 is a warm-up)."""
+    s, m = model.config.image_size, model.config.mask_size
+    g = torch.Generator().manual_seed(seed)
+    pts, labs = torch.zeros(1, 0, 3), torch.zeros(1, 0, dtype=torch.long)
+    prev, times = torch.zeros(1, 1, m, m, m), []
+    for k in range(clicks + 1):
+        p = torch.randint(s // 4, 3 * s // 4, (1, 1, 3), generator=g).float()
+        lab = torch.tensor([[1 if k == 0 else int(torch.randint(0, 2, (1,), generator=g))]])
+        pts, labs = torch.cat([pts, p], 1), torch.cat([labs, lab], 1)
+        dt, (prev, _) = timed(lambda: model.decode(emb, pts, labs, mask_input=prev))
+        if k:
+            times.append(dt)
+    return times
+
+
+def path_phase(args: argparse.Namespace) -> dict:
+    """Fresh-process measurement of one path: encoder (``--path`` precision, fast attention) twice,
+    ``--clicks`` decoder clicks with mask feedback, upsampling; peak RSS of the whole process."""
+    model = make_model(args.config, args.seed)
+    image = make_image(model, args.seed)
+    with torch.inference_mode():
+        model.encode(image, dtype=args.path)
+        enc_s, emb = timed(lambda: model.encode(image, dtype=args.path))
+        times = click_times(model, emb, args.clicks, args.seed + 2)
+        up_s, _ = timed(lambda: model.upscale_logits(torch.zeros(1, 1, *(3 * (model.config.mask_size,)))) > 0)
+    return {"path": args.path, "encoder_s": enc_s, "decoder_clicks": len(times),
+            "decoder_click_median_s": statistics.median(times), "decoder_click_max_s": max(times),
+            "upsample_threshold_s": up_s, "peak_rss_mb": peak_rss_mb()}
+
+
+def run_path_subprocess(args: argparse.Namespace, path: str) -> dict:
+    cmd = [sys.executable, __file__, "--config", args.config, "--seed", str(args.seed), "--clicks",
+           str(args.clicks), "--threads", str(args.threads), "--path", path]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def encoder_timings(model: Sam3D, image: torch.Tensor, repeats: int, bf16: bool) -> tuple[dict, dict]:
+    """Interleaved encoder calls; returns ({name: times}, {name: last embedding})."""
+    int8_all = int8_image_encoder(model.image_encoder, first_block=0)
+    int8_all.attention = "fast"
+    calls = {"reference": lambda: model.set_attention("reference").encode(image, dtype="float32"),
+             "fast": lambda: model.set_attention("fast").encode(image, dtype="float32"),
+             "int8": lambda: model.set_attention("fast").encode(image, dtype="int8"),
+             "int8_all": lambda: int8_all(image)}
+    embs = {name: fn() for name, fn in calls.items()}  # warm-up (and the int8 copy is built)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            dt, embs[name] = timed(fn)
+            times[name].append(dt)
+    if bf16:  # one call: emulated bf16 is slow on CPUs without native support
+        model.set_attention("fast").encode(image, dtype="bfloat16")
+        dt, embs["bf16"] = timed(lambda: model.encode(image, dtype="bfloat16"))
+        times["bf16"] = [dt]
+    return times, embs
+
+
+def block_timings(model: Sam3D, repeats: int) -> dict:
+    """One windowed block's attention on random tokens: fast vs reference seconds (median)."""
+    windowed = [b.attn for b in model.image_encoder.blocks if b.attn.attn_size > b.attn.grid_size]
+    if not windowed:
+        return {}
+    att, n, c = windowed[0], model.config.grid_size, model.config.encoder_embed_dim
+    x = torch.randn(1, n, n, n, c, generator=torch.Generator().manual_seed(3))
+    res = {}
+    for mode in ("fast", "reference"):
+        att(x, mode)
+        times = [timed(lambda: att(x, mode))[0] for _ in range(repeats)]
+        res[f"windowed_attention_{mode}_s"] = statistics.median(times)
+    res["speedup_windowed_attention"] = res["windowed_attention_reference_s"] / res["windowed_attention_fast_s"]
+    return res
+
+
+def dense_timings(model: Sam3D, repeats: int) -> dict:
+    """Seconds of all encoder-block linear layers on (n^3, in) random inputs, float32 vs `Int8Linear`
+    (median of ``repeats`` passes over all layers)."""
+    nt = model.config.grid_size ** 3
+    layers = [m for m in model.image_encoder.blocks.modules() if isinstance(m, torch.nn.Linear)]
+    g = torch.Generator().manual_seed(4)
+    xs = [torch.randn(nt, m.in_features, generator=g) for m in layers]
+    res = {"dense_layers": len(layers),
+           "dense_gflop": sum(2 * nt * m.in_features * m.out_features for m in layers) / 1e9}
+    for name, mods in (("fp32", layers), ("int8", [Int8Linear(m) for m in layers])):
+        run = lambda: [m(x) for m, x in zip(mods, xs)]  # noqa: E731
+        run()
+        t = statistics.median(timed(run)[0] for _ in range(repeats))
+        res[f"dense_{name}_s"], res[f"dense_{name}_gflop_per_s"] = t, res["dense_gflop"] / t
+    return res
+
+
+def dice_over_weights(model: Sam3D, image: torch.Tensor, seeds: list[int], bf16_emb: torch.Tensor | None,
+                      fp32_emb: torch.Tensor) -> dict:
+    """int8 (and bf16) vs float32 mask Dice; the model's weights are refilled for each extra seed."""
+    prompts = make_prompts(model.config.image_size)
+    res: dict = {"dice_prompts": "6 single clicks + 5-click sequence with mask feedback, 128^3 masks"}
+    per_seed: dict[str, dict[str, float]] = {"int8": {}, "int8_all": {}}
+    for i, seed in enumerate(seeds):
+        if i:
+            fill_random_weights(model, seed)  # the cached int8 copy is rebuilt (weights changed)
+        e32 = fp32_emb if i == 0 else model.set_attention("fast").encode(image)
+        int8_all = int8_image_encoder(model.image_encoder, first_block=0)
+        for name, emb in (("int8", model.encode(image, dtype="int8")), ("int8_all", int8_all(image))):
+            per_seed[name][str(seed)] = min_dice(model, e32, emb, prompts)
+        if i == 0 and bf16_emb is not None:
+            res["bf16_min_dice_vs_fp32"] = min_dice(model, e32, bf16_emb, prompts)
+    for name, d in per_seed.items():
+        res[f"{name}_min_dice_vs_fp32_per_weight_seed"] = d
+        res[f"{name}_min_dice_vs_fp32"] = min(d.values())
+    return res
+
+
+# ---------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="vit_b_ori", help="preset: tiny, small, vit_b_ori")
     ap.add_argument("--json", type=Path, default=None, help="write the JSON result here")
-    ap.add_argument("--repeats", type=int, default=3,
-                    help="timed encoder calls per mode (reference and fast interleaved); median and min")
-    ap.add_argument("--clicks", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3, help="timed encoder calls per mode, interleaved")
+    ap.add_argument("--clicks", type=int, default=24, help="timed decoder clicks (>= 20)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--bf16-repeats", type=int, default=1,
-                    help="timed bf16 encoder calls (slow on CPUs without native bf16)")
-    ap.add_argument("--no-bf16", action="store_true")
-    ap.add_argument("--no-block", action="store_true",
-                    help="skip the single windowed-block comparison (released-style needs ~1.5 GB)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--seed", type=int, default=0, help="weights seed (the image uses seed + 1)")
+    ap.add_argument("--dice-weight-seeds", type=int, nargs="*", default=[1, 2, 3],
+                    help="extra weight seeds for the int8 Dice (besides --seed)")
+    ap.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 autocast encoder")
+    ap.add_argument("--path", choices=["float32", "int8"], default=None,
+                    help=argparse.SUPPRESS)  # internal: the fresh-process phase
+    return ap.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    g = torch.Generator().manual_seed(args.seed + 1)
-    with torch.device("meta"):
-        model = build_sam3d(args.config)
-    model = model.to_empty(device="cpu")
-    fill_weights(model, args.seed)
-    model.eval()
-    cfg = model.config
-    s = cfg.image_size
-    image = torch.randn(1, 1, s, s, s, generator=g)
-    res: dict = {
-        "config": args.config, "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(), "repeats": args.repeats,
-        "params": sum(p.numel() for p in model.parameters()),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "loadavg_1min_start": loadavg(),
-    }
+    if args.path:
+        res = path_phase(args)
+        print(json.dumps(res))
+        return res
+    res: dict = {"config": args.config, "threads": args.threads, "torch": torch.__version__,
+                 "cpu": platform.processor() or platform.machine(), "repeats": args.repeats,
+                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "loadavg_1min_start": loadavg()}
+    try:
+        res["cpu_native_bf16"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # noqa: BLE001 - private API, informative only
+        res["cpu_native_bf16"] = None
+    res["default_path"] = run_path_subprocess(args, "float32")
+    res["int8_path"] = run_path_subprocess(args, "int8")
+
+    model = make_model(args.config, args.seed)
+    image = make_image(model, args.seed)
+    res["params"] = sum(p.numel() for p in model.parameters())
     with torch.inference_mode():
-        # ---- fast encoder (warm-up) and clicks with mask feedback
-        model.attention = "fast"
-        emb_fast = model.encode(image)
-        m = cfg.mask_size
-        pts = torch.full((1, 0, 3), 0.0)
-        labs = torch.zeros(1, 0, dtype=torch.long)
-        prev = torch.zeros(1, 1, m, m, m)
-        times = []
-        for k in range(args.clicks + 1):  # click 0 is a warm-up
-            p = torch.randint(s // 4, 3 * s // 4, (1, 1, 3), generator=g).float()
-            lab = torch.tensor([[1 if k == 0 else int(torch.randint(0, 2, (1,), generator=g))]])
-            pts, labs = torch.cat([pts, p], 1), torch.cat([labs, lab], 1)
-            t0 = time.perf_counter()
-            prev, _ = model.decode(emb_fast, pts, labs, mask_input=prev)
-            dt = time.perf_counter() - t0
-            if k:
-                times.append(dt)
-        res["decoder_clicks"] = len(times)
-        res["decoder_click_median_s"] = statistics.median(times)
-        res["decoder_click_max_s"] = max(times)
-        t0 = time.perf_counter()
-        up = model.upscale_logits(prev)
-        _ = torch.sigmoid(up) > 0.5
-        res["upsample_threshold_s"] = time.perf_counter() - t0
-        ts, emb_fast = timed(lambda: model.encode(image), 1)
-        res["peak_rss_mb_fast_path"] = peak_rss_mb()
-
-        # ---- reference and fast encoder, interleaved so that both see the same machine load
-        model.attention = "reference"
-        model.encode(image)  # warm-up
-        t_fast, t_ref = list(ts), []
-        for r in range(args.repeats):
-            model.attention = "reference"
-            tr, emb_ref = timed(lambda: model.encode(image), 1)
-            model.attention = "fast"
-            tf, emb_fast = timed(lambda: model.encode(image), 1)
-            t_ref += tr
-            t_fast += tf
-        res["encoder_fast_s"], res["encoder_fast_min_s"] = statistics.median(t_fast), min(t_fast)
-        res["encoder_reference_s"], res["encoder_reference_min_s"] = statistics.median(t_ref), min(t_ref)
-        res["encoder_fast_times_s"] = [round(t, 4) for t in t_fast]
-        res["encoder_reference_times_s"] = [round(t, 4) for t in t_ref]
-        res["fast_vs_reference_max_abs_diff"] = float((emb_ref - emb_fast).abs().max())
-        res["embedding_abs_max"] = float(emb_ref.abs().max())
-        res["peak_rss_mb_after_reference"] = peak_rss_mb()
-
-        # ---- one windowed block's attention: fast / reference (per head) / released-style (all heads)
-        windowed = [blk for blk in model.image_encoder.blocks if blk.attn.attn_size > blk.attn.grid_size]
-        if windowed and not args.no_block:
-            att = windowed[0].attn
-            xb = torch.randn(1, cfg.grid_size, cfg.grid_size, cfg.grid_size, cfg.encoder_embed_dim, generator=g)
-            blk_t: dict[str, list[float]] = {"fast": [], "reference": [], "released_style": []}
-            fns = {"fast": lambda: att(xb, "fast"), "reference": lambda: att(xb, "reference"),
-                   "released_style": lambda: released_style_attention(att, xb)}
-            outs = {k: f() for k, f in fns.items()}  # warm-up
-            for _ in range(args.repeats):
-                for k, f in fns.items():
-                    blk_t[k] += timed(f, 1)[0]
-            for k, v in blk_t.items():
-                res[f"windowed_attention_{k}_s"] = statistics.median(v)
-                res[f"windowed_attention_{k}_min_s"] = min(v)
-            res["windowed_attention_released_style_vs_fast_max_abs_diff"] = float(
-                (outs["released_style"] - outs["fast"]).abs().max())
-            res["peak_rss_mb_after_block"] = peak_rss_mb()
-
-        # ---- bf16 encoder
-        if not args.no_bf16:
-            model.encode(image, dtype="bfloat16")  # warm-up
-            ts, emb_bf = timed(lambda: model.encode(image, dtype="bfloat16"), args.bf16_repeats)
-            res["encoder_bf16_s"], res["encoder_bf16_min_s"] = statistics.median(ts), min(ts)
-            res["bf16_vs_fp32_max_abs_diff"] = float((emb_bf - emb_fast).abs().max())
-            lo32, _ = model.decode(emb_fast, pts[:, :1], labs[:, :1])
-            lo16, _ = model.decode(emb_bf, pts[:, :1], labs[:, :1])
-            a, b = lo32 > 0, lo16 > 0
-            inter, tot = (a & b).sum().item(), a.sum().item() + b.sum().item()
-            res["bf16_first_click_lowres_dice"] = 1.0 if tot == 0 else 2 * inter / tot
-    res["speedup_fast_vs_reference"] = res["encoder_reference_s"] / res["encoder_fast_s"]
-    res["speedup_fast_vs_reference_min"] = res["encoder_reference_min_s"] / res["encoder_fast_min_s"]
-    if "windowed_attention_fast_s" in res:
-        for k in ("reference", "released_style"):
-            res[f"speedup_windowed_attention_fast_vs_{k}"] = (
-                res[f"windowed_attention_{k}_s"] / res["windowed_attention_fast_s"])
-    if "encoder_bf16_s" in res:
-        res["speedup_bf16_vs_reference"] = res["encoder_reference_s"] / res["encoder_bf16_s"]
-    res["peak_rss_mb"] = peak_rss_mb()
+        times, embs = encoder_timings(model, image, args.repeats, not args.no_bf16)
+        for name, ts in times.items():
+            res[f"encoder_{name}_s"], res[f"encoder_{name}_min_s"] = statistics.median(ts), min(ts)
+            res[f"encoder_{name}_times_s"] = [round(t, 4) for t in ts]
+        ref = res["encoder_reference_s"]
+        for name in times:
+            if name != "reference":
+                res[f"speedup_{name}_vs_reference"] = ref / res[f"encoder_{name}_s"]
+        res["speedup_int8_vs_fast"] = res["encoder_fast_s"] / res["encoder_int8_s"]
+        res["fast_vs_reference_max_abs_diff"] = float((embs["fast"] - embs["reference"]).abs().max())
+        res["int8_vs_fp32_max_abs_diff"] = float((embs["int8"] - embs["fast"]).abs().max())
+        res["embedding_abs_max"] = float(embs["reference"].abs().max())
+        res.update(block_timings(model, args.repeats))
+        res.update(dense_timings(model, max(args.repeats, 5)))
+        res["peak_rss_mb_this_process_with_reference"] = peak_rss_mb()
+        res["loadavg_1min_after_timings"] = loadavg()
+        res.update(dice_over_weights(model, image, [args.seed, *args.dice_weight_seeds],
+                                     embs.get("bf16"), embs["fast"]))
+    res["decoder_click_median_s"] = res["default_path"]["decoder_click_median_s"]
+    res["peak_rss_mb_default_path"] = res["default_path"]["peak_rss_mb"]
     res["loadavg_1min_end"] = loadavg()
     text = json.dumps(res, indent=2)
     print(text)

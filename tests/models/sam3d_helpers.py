@@ -4,13 +4,14 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
-import math
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
+
+from voxsam.models.sam3d.build import fill_random_weights
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 GOLDEN_DIR = SHARED / "golden"
@@ -78,17 +79,9 @@ def vit_b_spec() -> dict[str, Any]:
 
 
 def fill_random(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Deterministic weights of the golden rule (state-dict order), without ../shared."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            x = torch.randn(tuple(t.shape), generator=g)
-            if t.ndim == 1:
-                x = 1 + 0.1 * x if name.endswith("weight") else (0.05 * x if name.endswith("bias") else 0.1 * x)
-            else:
-                x = x / math.sqrt(max(1, math.prod(t.shape[1:])))
-            t.copy_(x)
-    return model
+    """Deterministic weights of the golden rule, without ../shared (the package's helper, shared with
+    the benchmark)."""
+    return fill_random_weights(model, seed)
 
 
 def upsampled_fg(low_res: torch.Tensor, size: int = 128) -> list[list[int]]:

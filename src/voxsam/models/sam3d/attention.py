@@ -18,8 +18,11 @@ Windowed blocks zero-pad the normalised tokens from n^3 to S^3 and attend as one
 without masking, then crop back to n^3; a padded token therefore has q = b_q, k = b_k, v = b_v (the qkv
 biases).
 
-``reference`` mode computes exactly that, literally: pad, qkv of all S^3 tokens, the full S^3 x S^3 logit
-matrix per head, the rel-pos terms by broadcasting, softmax, crop.
+``reference`` mode is the literal released computation, in the released implementation's op order and
+layout: pad, qkv linear over all S^3 tokens, reshape to (B*heads, S^3, c), (q*s) @ k^T for all heads at
+once, the rel-pos terms added out of place by broadcasting a 7-D view, softmax, @ v, proj over the S^3
+tokens, crop. It holds several (B*heads, S^3, S^3) float32 tensors at once (about 0.36 GB each for
+``vit_b_ori``) and is the baseline that the speed of ``fast`` is measured against.
 
 ``fast`` mode computes the same function for the n^3 real queries only. Per query, the logit of a
 padded key is ``s q.b_k + a(kw) + b(kd, kw) + c(kh, kw)`` (released form), so the padded keys' total
@@ -120,52 +123,49 @@ class EncoderAttention(nn.Module):
 
     # ------------------------------------------------------------------ reference
     def _forward_reference(self, x: Tensor) -> Tensor:
+        """Literal released computation (see the module docstring); x: (B, n, n, n, C) -> same."""
         b, n = x.shape[0], self.grid_size
-        s_ = self.attn_size
-        h, c = self.num_heads, self.head_dim
+        s_, h, c = self.attn_size, self.num_heads, self.head_dim
         pad = s_ - n
-        xp = F.pad(x, (0, 0, 0, pad, 0, pad, 0, pad)) if pad else x  # (B, S, S, S, C)
+        xp = F.pad(x, (0, 0, 0, pad, 0, pad, 0, pad)) if pad else x  # one zero-padded S^3 window
         tokens = s_ ** 3
         qkv = self.qkv(xp).reshape(b, tokens, 3, h, c).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, h, S^3, c)
+        q, k, v = qkv.reshape(3, b * h, tokens, c).unbind(0)  # (B*h, S^3, c) each
+        attn = (q * self.scale) @ k.transpose(-2, -1)  # (B*h, S^3, S^3)
         if self.use_rel_pos:
-            tabs = [rel_pos_table(r, s_, s_, s_) for r in (self.rel_pos_d, self.rel_pos_h, self.rel_pos_w)]
-        outs = []
-        for bi in range(b):  # one (batch, head) at a time bounds memory to a few S^6 matrices
-            heads = []
-            for hi in range(h):
-                qi = q[bi, hi]
-                attn = (qi * self.scale) @ k[bi, hi].transpose(-2, -1)  # (S^3, S^3)
-                if self.use_rel_pos:
-                    attn = self._add_rel_pos_literal(attn, qi, *tabs)
-                attn = attn.softmax(dim=-1)
-                heads.append(attn @ v[bi, hi])
-            outs.append(torch.stack(heads))
-        out = torch.stack(outs)  # (B, h, S^3, c)
-        out = out.permute(0, 2, 1, 3).reshape(b, s_, s_, s_, h * c)
+            attn = self._add_rel_pos_literal(attn, q)
+        attn = attn.softmax(dim=-1)
+        out = (attn @ v).view(b, h, s_, s_, s_, c).permute(0, 2, 3, 4, 1, 5).reshape(b, s_, s_, s_, h * c)
         out = self.proj(out)
         return out[:, :n, :n, :n].contiguous() if pad else out
 
-    def _add_rel_pos_literal(self, attn: Tensor, q: Tensor, td: Tensor, th: Tensor, tw: Tensor) -> Tensor:
-        """attn: (S^3, S^3) logits of one head, q: (S^3, c) unscaled queries, t*: (S, S, c) tables."""
-        s_ = self.attn_size
-        rq = q.reshape(s_, s_, s_, -1)
-        # rel_x[d, h, w, k] = q[d, h, w] . T_x[<d|h|w>, k]
-        rel_d = torch.einsum("dhwc,dkc->dhwk", rq, td)
-        rel_h = torch.einsum("dhwc,hkc->dhwk", rq, th)
-        rel_w = torch.einsum("dhwc,wkc->dhwk", rq, tw)
-        a7 = attn.view(s_, s_, s_, s_, s_, s_)  # (qd, qh, qw, kd, kh, kw); attn is a fresh matmul output
+    def _add_rel_pos_literal(self, attn: Tensor, q: Tensor) -> Tensor:
+        """attn + rel-pos terms, out of place as released.
+
+        Args:
+            attn: (B*h, S^3, S^3) scaled logits.
+            q: (B*h, S^3, c) unscaled queries.
+        Returns:
+            (B*h, S^3, S^3)
+        """
+        s_, bh = self.attn_size, attn.shape[0]
+        td, th, tw = (rel_pos_table(r, s_, s_, s_) for r in (self.rel_pos_d, self.rel_pos_h, self.rel_pos_w))
+        rq = q.reshape(bh, s_, s_, s_, -1)
+        # rel_x[., d, h, w, k] = q[d, h, w] . T_x[<d|h|w>, k]
+        rel_d = torch.einsum("bdhwc,dkc->bdhwk", rq, td)
+        rel_h = torch.einsum("bdhwc,hkc->bdhwk", rq, th)
+        rel_w = torch.einsum("bdhwc,wkc->bdhwk", rq, tw)
+        a7 = attn.view(bh, s_, s_, s_, s_, s_, s_)  # (., qd, qh, qw, kd, kh, kw)
         if self.rel_pos_form == "released":
+            # the 2-D broadcast carried into 3-D: every k index lands on kw;
             # q[qd,qh,qw].Rd[qd-kw] + q[qd,qh,kd].Rh[qh-kw] + q[qd,qh,kh].Rw[kh-kw]
-            a7 += rel_d[:, :, :, None, None, :]
-            a7 += rel_h[:, :, None, :, None, :]
-            a7 += rel_w[:, :, None, None, :, :]
+            a7 = (a7 + rel_d[:, :, :, :, None, None] + rel_h[:, :, :, None, :, None]
+                  + rel_w[:, :, :, None, None, :])
         else:
-            # q[qd,qh,qw].(Rd[qd-kd] + Rh[qh-kh] + Rw[qw-kw])
-            a7 += rel_d[:, :, :, :, None, None]
-            a7 += rel_h[:, :, :, None, :, None]
-            a7 += rel_w[:, :, :, None, None, :]
-        return attn
+            # textbook: q[qd,qh,qw].(Rd[qd-kd] + Rh[qh-kh] + Rw[qw-kw])
+            a7 = (a7 + rel_d[:, :, :, :, :, None, None] + rel_h[:, :, :, :, None, :, None]
+                  + rel_w[:, :, :, :, None, None, :])
+        return a7.reshape(bh, s_ ** 3, s_ ** 3)
 
     # ------------------------------------------------------------------ fast
     def _forward_fast(self, x: Tensor) -> Tensor:

@@ -7,11 +7,24 @@
 
 `encode`/`decode` follow the caller's grad mode (wrap them in ``torch.inference_mode()`` for inference;
 training calls them, or `forward`, with gradients).
+
+Precision (``config.compute_dtype`` or ``encode(image, dtype=...)``): "float32" (default); "bfloat16"
+(autocast; fast only with native bf16, i.e. GPUs or CPUs with AVX512-BF16/AMX); "int8" (CPU, inference
+only): the ``nn.Linear`` layers of the second half of the encoder blocks run as dynamically quantised
+int8 matrix products (`Int8Linear`). Only the second half is quantised because quantising every block
+moved the 128^3 masks of random-weight ``vit_b_ori`` models below Dice 0.99 vs float32 (see
+``benchmarks/sam3d_latency.py`` and docs/models/sam3d.md); errors made in late blocks pass through
+fewer layers.
 """
 from __future__ import annotations
 
+import copy
 import functools
+import itertools
 import logging
+import math
+import warnings
+import weakref
 from typing import Any, Mapping
 
 import torch
@@ -44,6 +57,87 @@ def _warn_if_no_native_bf16() -> None:
 
 #: State-dict keys that this project adds to the released architecture (box prompts).
 BOX_PROMPT_KEYS: tuple[str, ...] = ("prompt_encoder.box_corner_embed.weight",)
+
+COMPUTE_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "int8")
+
+
+class Int8Linear(nn.Module):
+    """Inference-only replacement of an ``nn.Linear`` with int8 matrix products (fbgemm/x86 kernels).
+
+    Weights: symmetric int8 per output channel, packed once. Inputs: each row (token) is divided by its
+    max |x| and the result quantised at run time (the kernel's per-tensor dynamic quantisation, with
+    the reduced 7-bit range that avoids int16 saturation on AVX2); the output row is multiplied back.
+    Since the layer is linear per row, the row scaling is exact and gives per-token quantisation.
+    The bias stays float32 and is the original tensor (the fast attention reads ``qkv.bias``).
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        w = linear.weight.detach().float()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        scale = (w.abs().amax(dim=1).clamp_min(1e-12) / 127.0).double()
+        with warnings.catch_warnings():  # quantized tensors are deprecated, but the only int8 GEMM here
+            warnings.simplefilter("ignore")
+            zero = torch.zeros(w.shape[0], dtype=torch.long)
+            qw = torch.quantize_per_channel(w, scale, zero, 0, torch.qint8)
+            self._packed = torch.ops.quantized.linear_prepack(qw, None)
+        self.bias = None if linear.bias is None else linear.bias.detach()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (..., in_features) float32 -> (..., out_features) float32."""
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        r = x2.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
+        y = torch.ops.quantized.linear_dynamic(x2 / r, self._packed, True).mul_(r)
+        if self.bias is not None:
+            y.add_(self.bias)
+        return y.reshape(*shape[:-1], self.out_features)
+
+
+def int8_image_encoder(encoder: ImageEncoderViT3D, first_block: int | None = None) -> ImageEncoderViT3D:
+    """A copy of ``encoder`` whose blocks ``first_block ..`` (default ``depth // 2``, the policy of
+    ``compute_dtype="int8"``) use `Int8Linear` for every ``nn.Linear``.
+
+    All other parameters are shared with ``encoder`` (not copied); inference only, CPU only.
+    """
+    shared = {id(t): t for t in itertools.chain(encoder.parameters(), encoder.buffers())}
+    out = copy.deepcopy(encoder, shared)
+    blocks = list(out.blocks)
+    for blk in blocks[len(blocks) // 2 if first_block is None else first_block:]:
+        for module in list(blk.modules()):
+            for name, child in list(module.named_children()):
+                if isinstance(child, nn.Linear):
+                    setattr(module, name, Int8Linear(child))
+    return out
+
+
+#: Sam3D -> (weights key, int8 encoder); weak, so that the cache dies with the model.
+_INT8_ENCODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def fill_random_weights(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Deterministic random weights in place, for tests and benchmarks; returns ``model``.
+
+    State-dict order with `BOX_PROMPT_KEYS` last (so the released keys get the same values with or
+    without box prompts): 1-D ``weight`` 1 + 0.1 randn, 1-D ``bias`` 0.05 randn, other 1-D 0.1 randn,
+    N-D randn / sqrt(fan-in) - the rule of the golden ``weights.py``, one tensor at a time.
+    """
+    g = torch.Generator().manual_seed(seed)
+    sd = model.state_dict()
+    names = [k for k in sd if k not in BOX_PROMPT_KEYS] + [k for k in sd if k in BOX_PROMPT_KEYS]
+    with torch.no_grad():
+        for name in names:
+            t = sd[name]
+            x = torch.randn(tuple(t.shape), generator=g)
+            if t.ndim == 1:
+                if name.endswith("weight"):
+                    x = 1.0 + 0.1 * x
+                else:
+                    x = (0.05 if name.endswith("bias") else 0.1) * x
+            else:
+                x = x / math.sqrt(max(1, math.prod(t.shape[1:])))
+            t.copy_(x)
+    return model
 
 
 class Sam3D(nn.Module):
@@ -82,11 +176,14 @@ class Sam3D(nn.Module):
 
         Args:
             image: (B, 1, S, S, S) intensity-normalised volume, S = ``config.image_size``.
-            dtype: "float32" or "bfloat16" (CPU/GPU autocast); default ``config.compute_dtype``.
+            dtype: "float32", "bfloat16" (CPU/GPU autocast) or "int8" (CPU, inference only: second
+                half of the blocks with int8 linear layers, see the module docstring); default
+                ``config.compute_dtype``.
         Returns:
-            (B, P, S/16, S/16, S/16) float32.
+            (B, P, S/16, S/16, S/16) float32 ("int8": without autograd history).
         Raises:
             InvalidImageError: wrong shape or non-finite voxels.
+            ValueError: unknown dtype, or "int8" on a non-CPU device.
         """
         s = self.config.image_size
         if not isinstance(image, Tensor) or image.ndim != 5 or tuple(image.shape[1:]) != (1, s, s, s):
@@ -103,9 +200,30 @@ class Sam3D(nn.Module):
             with torch.autocast(device_type=image.device.type, dtype=torch.bfloat16):
                 emb = self.image_encoder(image)
             return emb.to(w.dtype)
+        if dtype == "int8":
+            return self._encode_int8(image)
         if dtype != "float32":
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+            raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, got {dtype!r}")
         return self.image_encoder(image)
+
+    def _encode_int8(self, image: Tensor) -> Tensor:
+        """(B, 1, S, S, S) float32 CPU -> (B, P, n, n, n) through the cached int8 encoder."""
+        if image.device.type != "cpu":
+            raise ValueError("dtype='int8' runs on CPU only (fbgemm kernels); use 'bfloat16' on GPUs")
+        encoder = self._int8_encoder()
+        encoder.attention = self.image_encoder.attention
+        with torch.no_grad():
+            return encoder(image)
+
+    def _int8_encoder(self) -> ImageEncoderViT3D:
+        """`int8_image_encoder` of this model, rebuilt when any encoder parameter was replaced or
+        changed in place (optimizer steps, ``load_state_dict``) since it was built."""
+        key = tuple((p.data_ptr(), p._version) for p in self.image_encoder.parameters())
+        cached = _INT8_ENCODERS.get(self)
+        if cached is None or cached[0] != key:
+            cached = (key, int8_image_encoder(self.image_encoder))
+            _INT8_ENCODERS[self] = cached
+        return cached[1]
 
     def decode(self, embeddings: Tensor, points: Tensor | None = None, labels: Tensor | None = None,
                mask_input: Tensor | None = None, multimask: bool = False,

@@ -21,7 +21,7 @@ from voxsam.errors import ConfigError
 
 RelPosForm = Literal["released", "decomposed"]
 AttentionMode = Literal["reference", "fast"]
-ComputeDtype = Literal["float32", "bfloat16"]
+ComputeDtype = Literal["float32", "bfloat16", "int8"]
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,11 @@ class Sam3DConfig:
         use_rel_pos: relative-position terms in the encoder attention.
         rel_pos: "released" (the mis-aligned broadcast the released weights were trained with) or
             "decomposed" (the textbook form).
-        attention: "reference" (literal 14^3-window computation) or "fast" (exact closed form).
-        compute_dtype: "float32" or "bfloat16" (CPU autocast for the image encoder).
+        attention: "reference" (the released computation, literally: all heads on the padded 14^3
+            window) or "fast" (the same function in exact closed form; default).
+        compute_dtype: precision of ``Sam3D.encode``: "float32", "bfloat16" (autocast; fast only with
+            native bf16) or "int8" (CPU inference: int8 linear layers in the second half of the
+            encoder blocks; see ``build.py``).
         mask_in_chans: channels of the mask downscaling (16).
         num_multimask_outputs: masks in multimask mode (3); the decoder has one more mask token.
         iou_head_depth, iou_head_hidden_dim: IoU prediction MLP (3 layers, 256 hidden).
@@ -126,8 +129,8 @@ class Sam3DConfig:
             raise bad(f"rel_pos={self.rel_pos!r} (choose 'released' or 'decomposed')")
         if self.attention not in ("reference", "fast"):
             raise bad(f"attention={self.attention!r} (choose 'reference' or 'fast')")
-        if self.compute_dtype not in ("float32", "bfloat16"):
-            raise bad(f"compute_dtype={self.compute_dtype!r} (choose 'float32' or 'bfloat16')")
+        if self.compute_dtype not in ("float32", "bfloat16", "int8"):
+            raise bad(f"compute_dtype={self.compute_dtype!r} (choose 'float32', 'bfloat16' or 'int8')")
         if self.mlp_ratio <= 0:
             raise bad(f"mlp_ratio={self.mlp_ratio!r} must be positive")
 
