@@ -55,3 +55,11 @@ def test_dataset_listing(shared_data: Path, capsys: pytest.CaptureFixture[str]) 
     main(["dataset", str(shared_data / "acdc_mri"), "--check"])
     out = capsys.readouterr().out
     assert "right_ventricle" in out and "acdc_patient087_frame02" in out and out.count(" ok ") + out.count("ok\n") >= 1
+
+
+@pytest.mark.parametrize("args", [["segment"], ["segment", "x.nii.gz", "--bogus"], ["info"], ["train"]])
+def test_usage_errors_exit_2_without_traceback(args: list[str]) -> None:
+    code = "from voxsam.cli.main import main; main()"
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and "Error" in r.stderr

@@ -86,12 +86,14 @@ def test_resume_after_sigkill_gives_the_same_next_losses(tiny_config_dict, tmp_p
 
 
 def test_sigterm_checkpoints_and_stops(tiny_config_dict, tmp_path):
+    """SIGTERM to the whole process group (as schedulers send it), DataLoader workers included."""
     raw = dict(tiny_config_dict)
-    raw["run"] = dict(raw["run"], steps=500, checkpoint_every=1000, out_dir=str(tmp_path / "term"))
+    raw["run"] = dict(raw["run"], steps=500, checkpoint_every=1000, num_workers=1, out_dir=str(tmp_path / "term"))
     cfg = _write(raw, tmp_path / "c.yaml")
-    proc = subprocess.Popen(_voxsam("train", str(cfg)), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_voxsam("train", str(cfg)), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     _wait_for_steps(tmp_path / "term", 2, proc)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "SIGTERM" in err

@@ -36,14 +36,23 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:  # click usage errors arrive here when standalone_mode is off
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        click_exception, abort = _click_exception_types()
+        if isinstance(exc, click_exception):
             exc.show()
             sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, abort):
             sys.exit(1)
         raise
+
+
+def _click_exception_types() -> tuple[type, type]:
+    """Click's usage-error and abort classes: from click, or from the copy newer typer releases vendor."""
+    try:
+        from click.exceptions import Abort, ClickException
+    except ImportError:  # typer >= 0.22 ships click as typer._click
+        from typer import Abort
+        from typer._click.exceptions import ClickException
+    return ClickException, Abort
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -206,10 +206,10 @@ def prepare_cache(
     done: list[CachedCase] = []
     problems: list[str] = []
     for i, case in enumerate(cases):
-        if progress:
-            progress(i, len(cases), f"{case.source}/{case.case_id}")
         entry = load_cached(case, spacing, cache_dir)
         if entry is None:
+            if progress:
+                progress(i, len(cases), f"{case.source}/{case.case_id}")
             try:
                 folder = cache_dir / f"{case.source}__{case.case_id}__{_cache_key(case, spacing)}"
                 _build_entry(case, spacing, folder)
@@ -219,8 +219,6 @@ def prepare_cache(
             entry = load_cached(case, spacing, cache_dir)
         if entry is not None:
             done.append(entry)
-    if progress:
-        progress(len(cases), len(cases), "done")
     return done, problems
 
 

@@ -215,6 +215,13 @@ def _build_model(cfg: TrainConfig) -> torch.nn.Module:
     return build_sam3d(mcfg)
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM / SIGINT to the main process: a scheduler signals the whole process
+    group, and a worker dying first would abort the step instead of letting it finish and checkpoint."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "image": torch.from_numpy(np.stack([i["image"] for i in items])),
@@ -320,6 +327,7 @@ def train(cfg: TrainConfig, resume: bool = False, console: Any = None) -> dict[s
         samples, batch_size=cfg.optim.batch_size, collate_fn=_collate, num_workers=run.num_workers,
         sampler=_IndexSampler(start_step, run.steps, cfg.optim.accumulate, cfg.optim.batch_size, dist_info),
         persistent_workers=False, prefetch_factor=2 if run.num_workers else None,
+        worker_init_fn=_ignore_stop_signals if run.num_workers else None,
     )
     batches = iter(loader)
     stop = _StopFlag()
