@@ -82,7 +82,6 @@ def test_samples_are_deterministic_and_off_centre(tiny_config_dict):
         assert t.any(), s["info"]  # the target is always inside the crop
         centres.append(np.argwhere(t).mean(0))
         kinds.add(s["info"].split("/")[0])
-        fg = s["image"][0][s["image"][0] > 0]
     assert kinds == {"tiny", "maps"}
     spread = np.std(np.array(centres), axis=0)
     assert np.all(spread > 1.5)  # targets land at different places in the crop, not always centred

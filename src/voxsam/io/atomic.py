@@ -48,3 +48,27 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def save_torch_atomic(obj: object, path: Path) -> Path:
+    """`torch.save` to a temporary file beside `path`, fsync, then rename: a kill never leaves half a file.
+
+    Raises OutputPathError when the folder cannot be written.
+    """
+    import torch
+
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OutputPathError(f"{path}: cannot write in {path.parent}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

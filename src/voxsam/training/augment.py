@@ -27,27 +27,18 @@ busy machine torch's intra-op threads mostly wait (a 48^3 pair took 10x longer w
 from __future__ import annotations
 
 import math
-from typing import Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+from voxsam.training.ranges import Probability, check_range
+
 
 # One seed per step, drawn up front so the draw order never depends on which steps fire.
 _N_SEEDS = 9  # 3 flips, affine, scale, shift, gamma, blur, noise
 
-
-def _check_range(value: tuple[float, float]) -> tuple[float, float]:
-    """A (lo, hi) pair must be finite with lo <= hi."""
-    lo, hi = value
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"range {value} must be finite")
-    if lo > hi:
-        raise ValueError(f"range {value} has lo > hi")
-    return value
 
 
 class AugmentConfig(BaseModel):
@@ -94,7 +85,7 @@ class AugmentConfig(BaseModel):
     @field_validator("scale_range", "intensity_scale_range", "intensity_shift_range", "gamma_range", "blur_sigma_range")
     @classmethod
     def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
-        return _check_range(value)
+        return check_range(value)
 
     @field_validator("scale_range", "gamma_range")
     @classmethod

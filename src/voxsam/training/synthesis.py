@@ -26,27 +26,18 @@ blur, the voxel sampling and the resampling dominate).
 """
 from __future__ import annotations
 
-from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+from voxsam.training.ranges import Probability, check_range
+
 
 # Gaussian FWHM = 2 sqrt(2 ln 2) sigma: a slice of thickness t has a profile of FWHM t.
 _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 # Labels up to this value are indexed with a lookup table (fast); larger ones with np.unique.
 _MAX_LUT_LABEL = 1 << 16
 
-
-def _check_range(value: tuple[float, float]) -> tuple[float, float]:
-    """A (lo, hi) pair must be finite with lo <= hi."""
-    lo, hi = value
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError(f"range {value} must be finite")
-    if lo > hi:
-        raise ValueError(f"range {value} has lo > hi")
-    return value
 
 
 class SynthConfig(BaseModel):
@@ -105,7 +96,7 @@ class SynthConfig(BaseModel):
     )
     @classmethod
     def _nonnegative_range(cls, value: tuple[float, float]) -> tuple[float, float]:
-        _check_range(value)
+        check_range(value)
         if value[0] < 0:
             raise ValueError(f"range {value} must be >= 0")
         return value

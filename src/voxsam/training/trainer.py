@@ -125,24 +125,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_training_state(out_dir: Path, step: int, cfg: TrainConfig, model: torch.nn.Module, optimizer: Any,
                         scheduler: Any, scaler: Any, keep: int) -> Path:
     """Write last.pt and step_XXXXXXX.pt (atomically), prune old step files, refresh model.pt."""
+    from voxsam.io.atomic import save_torch_atomic
     from voxsam.models.sam3d import save_sam3d_checkpoint
 
     state = {
@@ -154,8 +140,8 @@ def save_training_state(out_dir: Path, step: int, cfg: TrainConfig, model: torch
         "rng": _rng_state(),
     }
     step_file = out_dir / f"step_{step:07d}.pt"
-    _atomic_torch_save(state, step_file)
-    _atomic_torch_save(state, out_dir / "last.pt")
+    save_torch_atomic(state, step_file)
+    save_torch_atomic(state, out_dir / "last.pt")
     for old in sorted(out_dir.glob("step_*.pt"))[:-keep]:
         old.unlink(missing_ok=True)
     save_sam3d_checkpoint(model, model.config, out_dir / "model.pt", extra={"step": step, "trained_by": "voxsam train"})

@@ -26,7 +26,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -386,20 +385,6 @@ def save_sam3d_checkpoint(model: Sam3D, config: Sam3DConfig | None, path: str | 
                   for k, v in model.state_dict().items()},
         "extra": dict(extra or {}),
     }
-    try:
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{dest.name}.", suffix=".tmp")
-    except OSError as e:
-        raise OutputPathError(f"{dest}: cannot write in {parent}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return dest
+    from voxsam.io.atomic import save_torch_atomic
+
+    return save_torch_atomic(payload, dest)
