@@ -82,7 +82,7 @@ class AugmentConfig(BaseModel):
         0.05, ge=0.0, description="Max noise std as a fraction of the std of voxels > 0 (drawn in [0, max])."
     )
 
-    @field_validator("scale_range", "intensity_scale_range", "intensity_shift_range", "gamma_range", "blur_sigma_range")
+    @field_validator("intensity_shift_range")
     @classmethod
     def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
         return check_range(value)
@@ -90,23 +90,18 @@ class AugmentConfig(BaseModel):
     @field_validator("scale_range", "gamma_range")
     @classmethod
     def _positive(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if value[0] <= 0:
-            raise ValueError(f"range {value} must be > 0")
-        return value
+        return check_range(value, above=0)
 
     @field_validator("intensity_scale_range")
     @classmethod
     def _keeps_sign(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if value[0] <= -1:
-            raise ValueError(f"range {value} must be > -1 (a factor <= 0 would flip or erase the image)")
-        return value
+        # a factor 1 + s <= 0 would flip or erase the image
+        return check_range(value, above=-1)
 
     @field_validator("blur_sigma_range")
     @classmethod
     def _nonnegative(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if value[0] < 0:
-            raise ValueError(f"range {value} must be >= 0")
-        return value
+        return check_range(value, at_least=0)
 
 
 def augment(

@@ -89,24 +89,17 @@ class SynthConfig(BaseModel):
         "mean_range",
         "std_range",
         "blur_sigma_mm_range",
-        "slice_thickness_mm_range",
         "bias_std_range",
         "noise_std_range",
-        "max_intensity_range",
     )
     @classmethod
     def _nonnegative_range(cls, value: tuple[float, float]) -> tuple[float, float]:
-        check_range(value)
-        if value[0] < 0:
-            raise ValueError(f"range {value} must be >= 0")
-        return value
+        return check_range(value, at_least=0)
 
     @field_validator("max_intensity_range", "slice_thickness_mm_range")
     @classmethod
     def _positive_range(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if value[0] <= 0:
-            raise ValueError(f"range {value} must be > 0")
-        return value
+        return check_range(value, above=0)
 
 
 def synthesize_image(
