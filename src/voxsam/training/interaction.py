@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from voxsam.training.config import InteractionSection
+from voxsam.training.upsample import upsample_trilinear
 
 
 @dataclass(frozen=True)
@@ -104,12 +105,25 @@ def dice_ce(logits: Tensor, target: Tensor) -> Tensor:
     return (dice + ce).mean()
 
 
+def _overlap(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample (intersection, |pred| + |target|) of 0/1 masks, summed in float32: reductions over bool
+    tensors are ~30x slower on CPU, and at 128³ x 5 rounds they took a tenth of a training step."""
+    p, t = pred.float(), target.float()
+    dims = tuple(range(1, p.ndim))
+    return (p * t).sum(dims), p.sum(dims) + t.sum(dims)
+
+
 def hard_dice(pred: Tensor, target: Tensor) -> Tensor:
-    """(B,) Dice of bool masks (1 when both are empty)."""
-    dims = tuple(range(1, pred.ndim))
-    inter = (pred & target).sum(dims).float()
-    total = (pred.sum(dims) + target.sum(dims)).float()
+    """(B,) Dice of 0/1 masks, bool or float (1 when both are empty)."""
+    inter, total = _overlap(pred, target)
     return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
+
+
+def hard_iou(pred: Tensor, target: Tensor) -> Tensor:
+    """(B,) IoU of 0/1 masks, bool or float (1 when both are empty)."""
+    inter, total = _overlap(pred, target)
+    union = total - inter
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
 class InteractiveLoss(nn.Module):
@@ -140,17 +154,11 @@ class InteractiveLoss(nn.Module):
                 points, labels = torch.cat([points, p], 1), torch.cat([labels, lab], 1)
             low, iou = model.decode(emb, points if points.shape[1] else None, labels if points.shape[1] else None,
                                     mask_input=prev_low, boxes=boxes)
-            logits = model.upscale_logits(low).float()
+            logits = upsample_trilinear(low.float(), model.config.image_size)
             pred = logits.detach() > 0
-            real_iou = _iou(pred, gt)
+            pred_f = pred.float()
+            real_iou = hard_iou(pred_f, target)
             total = total + dice_ce(logits, target) + cfg.iou_loss_weight * nn.functional.mse_loss(iou[:, 0].float(), real_iou)
-            dices.append(float(hard_dice(pred, gt).mean()))
+            dices.append(float(hard_dice(pred_f, target).mean()))
             prev_low = low.detach()
         return total, {"dice_first": dices[0], "dice_last": dices[-1]}
-
-
-def _iou(pred: Tensor, gt: Tensor) -> Tensor:
-    dims = tuple(range(1, pred.ndim))
-    inter = (pred & gt).sum(dims).float()
-    union = (pred | gt).sum(dims).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
