@@ -25,8 +25,9 @@ class BallModel(torch.nn.Module):
         self.config = SimpleNamespace(image_size=size, box_prompts=False)
         self.radius, self.slab, self.encodes = radius, slab, 0
 
-    def encode(self, image):
+    def encode(self, image, dtype=None):
         self.encodes += 1
+        self.dtype = dtype
         return image.mean().reshape(1, 1, 1, 1, 1)
 
     def decode(self, emb, points, labels, mask_input=None, boxes=None, multimask=False):
@@ -89,6 +90,18 @@ def test_needs_a_prompt_and_weights(tmp_path) -> None:
         engine.predict(prepared, PromptSet(), None)
     with pytest.raises(ConfigError):
         Sam3DEngine(max_windows=0, model=BallModel())
+    with pytest.raises(ConfigError, match="precision"):
+        Sam3DEngine(precision="float16", model=BallModel())
+    with pytest.raises(ConfigError, match="CPU only"):
+        Sam3DEngine(precision="int8", device="cuda", model=BallModel())
+
+
+def test_precision_reaches_the_encoder() -> None:
+    model = BallModel()
+    Session(_volume(), Sam3DEngine(model=model, precision="int8")).add_point((20, 15, 12))
+    assert model.dtype == "int8"
+    Session(_volume(), Sam3DEngine(model=model)).add_point((20, 15, 12))
+    assert model.dtype is None  # the model config's compute_dtype decides
 
 
 def test_tiny_model_end_to_end() -> None:

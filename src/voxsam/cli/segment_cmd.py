@@ -32,6 +32,7 @@ def segment(
     engine: Annotated[str, typer.Option(help="Engine: sam3d or classic.")] = "sam3d",
     checkpoint: Annotated[Optional[Path], typer.Option(help="Model weights (sam3d: released or voxsam checkpoint).")] = None,
     trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Allow pickled checkpoints (the released SAM-Med3D files). Only for files you trust.")] = False,
+    precision: Annotated[Optional[str], typer.Option(help="sam3d encoder arithmetic: float32, int8 (CPU, faster) or bfloat16; default float32.")] = None,
 ) -> None:
     """Segment one object from clicks and/or a box; write the mask in the source image's geometry."""
     import time
@@ -49,9 +50,9 @@ def segment(
     space = "world" if world else "voxel"
     options = {}
     if engine == "sam3d":
-        options = {"checkpoint": checkpoint, "trust_checkpoint": trust_checkpoint}
-    elif checkpoint is not None:
-        raise PromptError(f"engine {engine!r} takes no --checkpoint")
+        options = {"checkpoint": checkpoint, "trust_checkpoint": trust_checkpoint, "precision": precision}
+    elif checkpoint is not None or precision is not None:
+        raise PromptError(f"engine {engine!r} takes no --checkpoint or --precision")
     clicks = []
     for text in point or []:
         v = _numbers(text, (3, 4), "--point")
