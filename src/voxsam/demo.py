@@ -66,23 +66,16 @@ def phantom_volume(size: int = 96, seed: int = 0) -> tuple[Volume, tuple[float, 
     return vol, click, "procedural phantom (nilearn not installed)"  # type: ignore[return-value]
 
 
-def default_engine() -> str:
-    """"sam3d" when its bundled weights are installed, else the training-free "classic" engine."""
-    from voxsam.engines.sam3d import BUNDLED
-
-    return "sam3d" if BUNDLED.is_file() else "classic"
+# The training-free engine is the demo's default: the bundled sam3d weights are still early (see
+# src/voxsam/weights/MODEL_CARD.md) and miss dark structures such as this ventricle; `engine="sam3d"` shows them.
+DEMO_ENGINE = "classic"
 
 
-def run_demo(out_dir: Path, engine: str = "auto") -> DemoResult:
-    """Segment the demo volume from one click; write mask.nii.gz and overlay.png into `out_dir`.
-
-    `engine="auto"` picks `default_engine()`.
-    """
+def run_demo(out_dir: Path, engine: str = DEMO_ENGINE) -> DemoResult:
+    """Segment the demo volume from one click; write mask.nii.gz and overlay.png into `out_dir`."""
     from voxsam.io import write_mask
     from voxsam.session import Session
 
-    if engine == "auto":
-        engine = default_engine()
     out_dir.mkdir(parents=True, exist_ok=True)
     vol, click, name = demo_volume()
     start = time.perf_counter()

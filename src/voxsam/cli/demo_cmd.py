@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for mask.nii.gz and overlay.png.")] = Path("demo_output"),
-    engine: Annotated[str, typer.Option(help="Engine to run: auto (sam3d with its bundled weights when installed, else classic), sam3d or classic.")] = "auto",
+    engine: Annotated[str, typer.Option(help="Engine to run: classic (default) or sam3d (its bundled weights).")] = "classic",
 ) -> None:
     """Segment the left lateral ventricle of the MNI152 template (bundled in nilearn) from one click."""
     from voxsam.demo import run_demo

@@ -99,7 +99,7 @@ class Sam3DEngine(Engine):
             if not BUNDLED.is_file():
                 raise ConfigError(
                     "the sam3d engine needs weights: pass --checkpoint PATH (e.g. the released sam_med3d_turbo.pth "
-                    "with --trust-checkpoint); no bundled sam3d weights are shipped yet"
+                    f"with --trust-checkpoint); the bundled weights are missing from this install: {BUNDLED}"
                 )
             checkpoint = BUNDLED
         model, report = load_sam3d_checkpoint(checkpoint, map_location=device, trust=trust)
