@@ -195,3 +195,32 @@ def test_export_halves_the_file_and_keeps_the_masks(tiny_config_dict, tmp_path):
     model, report = load_sam3d_checkpoint(tmp_path / "shipped.pt")
     assert next(model.parameters()).dtype == torch.float32 and report.metadata["note"] == "test"
     assert report.metadata["step"] == 1
+
+
+def test_continuing_from_exported_weights_goes_on_with_the_same_data_and_schedule(tiny_config_dict, tmp_path):
+    """run.start_step: a run continued from a step-2 model.pt sees at step 3 exactly what the straight run saw."""
+    same = ["optim.schedule=constant", "optim.warmup_steps=0"]
+    straight = build_config(tiny_config_dict, [*same, "run.steps=4", f"run.out_dir={tmp_path / 'straight'}"])
+    train(straight)
+    first = build_config(tiny_config_dict, [*same, "run.steps=2", f"run.out_dir={tmp_path / 'first'}"])
+    train(first)
+    continued = build_config(tiny_config_dict, [*same, "run.steps=4", "run.start_step=2", f"run.out_dir={tmp_path / 'next'}",
+                                                f"model.init={tmp_path / 'first' / 'model.pt'}"])
+    assert train(continued)["step"] == 4
+    logged = _metrics(tmp_path / "next")
+    assert sorted(logged) == [3, 4]
+    assert abs(logged[3]["loss"] - _metrics(tmp_path / "straight")[3]["loss"]) <= 1e-6
+
+    with pytest.raises(ConfigError, match="model.init"):
+        build_config(tiny_config_dict, ["run.steps=4", "run.start_step=2"])
+    with pytest.raises(ConfigError, match="below run.steps"):
+        build_config(tiny_config_dict, ["run.steps=4", "run.start_step=4", f"model.init={tmp_path / 'first' / 'model.pt'}"])
+
+
+def test_a_continued_run_warms_its_fresh_moments_up_on_the_same_schedule(tiny_config_dict, tmp_path):
+    cfg = build_config(tiny_config_dict, ["optim.warmup_steps=10", "run.steps=110", "run.start_step=60",
+                                          f"model.init={tmp_path / 'any.pt'}"])
+    plain = build_config(tiny_config_dict, ["optim.warmup_steps=10", "run.steps=110"])
+    assert lr_factor(60, cfg) == pytest.approx(0.1 * lr_factor(60, plain))
+    assert lr_factor(69, cfg) == pytest.approx(lr_factor(69, plain))
+    assert lr_factor(90, cfg) == pytest.approx(lr_factor(90, plain))

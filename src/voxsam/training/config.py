@@ -103,6 +103,9 @@ class RunSection(_Strict):
     out_dir: Path = Path("runs/train")
     steps: int = Field(1000, ge=1)
     seed: int = 0
+    start_step: int = Field(0, ge=0, description=(
+        "Continue a run from exported weights (model.init) taken at this step: the data order, the interaction "
+        "plan and the lr schedule go on from it; the optimiser moments start fresh, under a new warm-up."))
     device: str = "cpu"
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
@@ -118,6 +121,14 @@ class TrainConfig(_Strict):
     interaction: InteractionSection = Field(default_factory=InteractionSection)
     optim: OptimSection = Field(default_factory=OptimSection)
     run: RunSection = Field(default_factory=RunSection)
+
+    @model_validator(mode="after")
+    def _start_needs_init(self) -> "TrainConfig":
+        if self.run.start_step and self.model.init is None:
+            raise ValueError("run.start_step continues from exported weights: it needs model.init (--init PATH)")
+        if self.run.start_step >= self.run.steps:
+            raise ValueError(f"run.start_step {self.run.start_step} must be below run.steps {self.run.steps}")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (paths as strings): what checkpoints store."""

@@ -97,10 +97,22 @@ def _param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, An
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Multiplier of the base lr at optimiser step `step` (0-based): linear warm-up, then the schedule."""
-    o, total = cfg.optim, cfg.run.steps
+    """Multiplier of the base lr at optimiser step `step` (0-based): linear warm-up, then the schedule.
+
+    A run continued from exported weights (run.start_step > 0) follows the same schedule from that step, and
+    its fresh AdamW moments get a warm-up of their own: early Adam updates are ~lr per weight whatever the
+    gradient, which would jolt trained weights at full lr."""
+    o = cfg.optim
     if o.warmup_steps and step < o.warmup_steps:
         return (step + 1) / o.warmup_steps
+    fresh = step - cfg.run.start_step
+    if cfg.run.start_step and o.warmup_steps and fresh < o.warmup_steps:
+        return (fresh + 1) / o.warmup_steps * _schedule(step, cfg)
+    return _schedule(step, cfg)
+
+
+def _schedule(step: int, cfg: TrainConfig) -> float:
+    o, total = cfg.optim, cfg.run.steps
     if o.schedule == "constant":
         return 1.0
     if o.schedule == "step":
@@ -247,7 +259,7 @@ def train(cfg: TrainConfig, resume: bool = False, console: Any = None) -> dict[s
         out_dir.mkdir(parents=True, exist_ok=True)
     _barrier(dist_info)
 
-    start_step = 0
+    start_step = run.start_step
     state = None
     last = out_dir / "last.pt"
     if resume:
@@ -281,7 +293,8 @@ def train(cfg: TrainConfig, resume: bool = False, console: Any = None) -> dict[s
         wrapped = DistributedDataParallel(wrapped, device_ids=[device.index] if device.type == "cuda" else None,
                                           find_unused_parameters=True)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.optim.lr, betas=cfg.optim.betas)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    # LambdaLR counts this run's optimiser steps from 0; the schedule is in absolute steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s + run.start_step, cfg))
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.optim.amp) if device.type == "cuda" else None
     scaler = torch.amp.GradScaler("cuda") if amp_dtype is torch.float16 else None
     if state is not None:
