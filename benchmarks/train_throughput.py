@@ -2,6 +2,8 @@
 
     python benchmarks/train_throughput.py --json train_throughput.json [--preset small] [--steps 12]
     python benchmarks/train_throughput.py --config configs/sam3d_small.yaml --json OUT   # real data
+    python benchmarks/train_throughput.py --config configs/sam3d_small.yaml --init src/voxsam/weights/sam3d_small.pt \
+        [--keep-denormals] --json OUT                               # trained weights, as a continuing run
 
 Without --config a procedural dataset is written to a temporary folder (four 160 x 160 x 120 volumes at
 1.5 mm with ellipsoidal "organs", no ../shared needed). The run uses the project's training loop with
@@ -48,6 +50,16 @@ def write_dataset(root: Path, cases: int = 4, seed: int = 0) -> Path:
     return root
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, help="a training YAML (default: procedural data, settings below)")
@@ -58,6 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--num-workers", type=int, default=1)
+    ap.add_argument("--init", type=Path, help="start from these weights (a trained model meets denormal floats)")
+    ap.add_argument("--keep-denormals", action="store_true", help="run.flush_denormals=false (to measure their cost)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
@@ -71,6 +85,10 @@ def main(argv: list[str] | None = None) -> dict:
         overrides = [f"run.out_dir={tmp_path / 'run'}", f"run.steps={args.steps}", "run.checkpoint_every=100000",
                      f"run.threads={args.threads}", f"run.num_workers={args.num_workers}",
                      f"optim.batch_size={args.batch_size}", f"interaction.rounds={args.rounds}"]
+        if args.init:
+            overrides.append(f"model.init={args.init.resolve()}")
+        if args.keep_denormals:
+            overrides.append("run.flush_denormals=false")
         if args.config:
             cfg = load_config(args.config, overrides)
         else:
@@ -94,6 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
         "rounds": cfg.interaction.rounds,
         "threads": args.threads,
         "num_workers": cfg.run.num_workers,
+        "init": str(args.init) if args.init else None,
+        "flush_denormals": cfg.run.flush_denormals,
         "steps_timed": len(timed),
         "seconds_per_step_mean": round(statistics.fmean(timed), 3),
         "seconds_per_step_median": round(statistics.median(timed), 3),
@@ -101,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
         "wall_s_total": round(wall, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
     }

@@ -224,3 +224,15 @@ def test_a_continued_run_warms_its_fresh_moments_up_on_the_same_schedule(tiny_co
     assert lr_factor(60, cfg) == pytest.approx(0.1 * lr_factor(60, plain))
     assert lr_factor(69, cfg) == pytest.approx(lr_factor(69, plain))
     assert lr_factor(90, cfg) == pytest.approx(lr_factor(90, plain))
+
+
+def test_training_flushes_denormal_floats_unless_told_not_to(tiny_config_dict, tmp_path):
+    torch.set_flush_denormal(False)  # an earlier training in this process left it on
+    tiny = torch.tensor([1e-39])  # a float32 denormal
+    try:
+        train(build_config(tiny_config_dict, ["run.steps=1", f"run.out_dir={tmp_path / 'a'}"]))
+        assert float(tiny * 1.0) == 0.0
+        train(build_config(tiny_config_dict, ["run.steps=1", "run.flush_denormals=false", f"run.out_dir={tmp_path / 'b'}"]))
+        assert float(tiny * 1.0) > 0.0
+    finally:
+        torch.set_flush_denormal(False)
