@@ -236,3 +236,18 @@ def test_training_flushes_denormal_floats_unless_told_not_to(tiny_config_dict, t
         assert float(tiny * 1.0) > 0.0
     finally:
         torch.set_flush_denormal(False)
+
+
+def test_resuming_a_continued_run_keeps_its_schedule_without_repeating_the_options(tiny_config_dict, tmp_path):
+    init = tmp_path / "first" / "model.pt"
+    train(build_config(tiny_config_dict, ["run.steps=2", f"run.out_dir={tmp_path / 'first'}"]))
+    sched = ["optim.warmup_steps=2", "optim.min_lr_ratio=0.1", "run.steps=8", "run.checkpoint_every=1", "run.keep_checkpoints=8"]
+    train(build_config(tiny_config_dict, [*sched, "run.start_step=2", f"model.init={init}", f"run.out_dir={tmp_path / 'next'}"]))
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "last.pt").write_bytes((tmp_path / "next" / "step_0000004.pt").read_bytes())
+    train(build_config(tiny_config_dict, [*sched, f"run.out_dir={again}"]), resume=True)  # no --init, no start_step
+    continued, resumed = _metrics(tmp_path / "next"), _metrics(again)
+    assert sorted(resumed) == [5, 6, 7, 8]
+    for step in resumed:
+        assert resumed[step]["lr"] == pytest.approx(continued[step]["lr"], rel=1e-9), step

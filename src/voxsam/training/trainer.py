@@ -271,6 +271,12 @@ def train(cfg: TrainConfig, resume: bool = False, console: Any = None) -> dict[s
             raise CheckpointError(f"{last}: nothing to resume (no last.pt in {out_dir})")
         state = load_training_state(last)
         start_step = int(state["step"])
+        # where a continued run's schedule started is part of the run, not a knob: take it from the checkpoint
+        saved_start = int(state.get("config", {}).get("run", {}).get("start_step", 0))
+        if saved_start != run.start_step:
+            log.info("resume: run.start_step %d from the checkpoint (given %d)", saved_start, run.start_step)
+            run = run.model_copy(update={"start_step": saved_start})
+            cfg = cfg.model_copy(update={"run": run})
     elif last.exists():
         raise ConfigError(f"{out_dir} already holds a run (last.pt): pass --resume to continue it, or choose another run.out_dir")
 
