@@ -81,8 +81,11 @@ def test_int8_cache_follows_weights_and_mode(tiny_golden_model):
         a = model.encode(img, dtype="int8")
         assert model._int8_encoder() is model._int8_encoder()  # built once
         ref = model.set_attention("reference").encode(img, dtype="int8")
+        assert model._int8_encoder().attention == "reference"  # the int8 copy follows the attention switch
         model.set_attention("fast")
-        assert max_err(a, ref) <= 1e-4  # the int8 copy follows the attention switch
+        # same maths; the ~1e-6 attention differences can flip int8 activation rounding (seen: 1.1e-2 on an
+        # AVX-512 VNNI CPU, <1e-4 on AVX2), so the bound is int8 noise, not float noise
+        assert max_err(a, ref) <= 0.02 * float(a.abs().max())
     assert list(model.state_dict()) == keys  # the int8 copy is no submodule
     w = model.image_encoder.blocks[-1].mlp.lin1.weight
     old = w.detach().clone()
