@@ -9,6 +9,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,15 +72,18 @@ def phantom_volume(size: int = 96, seed: int = 0) -> tuple[Volume, tuple[float, 
 DEMO_ENGINE = "classic"
 
 
-def run_demo(out_dir: Path, engine: str = DEMO_ENGINE) -> DemoResult:
-    """Segment the demo volume from one click; write mask.nii.gz and overlay.png into `out_dir`."""
+def run_demo(out_dir: Path, engine: str = DEMO_ENGINE, engine_options: dict[str, Any] | None = None) -> DemoResult:
+    """Segment the demo volume from one click; write mask.nii.gz and overlay.png into `out_dir`.
+
+    `engine_options` are the engine's option values (validated by its options class).
+    """
     from voxsam.io import write_mask
     from voxsam.session import Session
 
     out_dir.mkdir(parents=True, exist_ok=True)
     vol, click, name = demo_volume()
     start = time.perf_counter()
-    session = Session(vol, engine)
+    session = Session(vol, engine, **(engine_options or {}))
     mask = session.add_point(click, positive=True, space="world")
     seconds = time.perf_counter() - start
     mask_path = write_mask(mask, vol, out_dir / "mask.nii.gz")

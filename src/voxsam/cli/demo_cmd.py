@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from voxsam.cli.engine_args import EngineOption
+
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
@@ -13,12 +15,14 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for mask.nii.gz and overlay.png.")] = Path("demo_output"),
-    engine: Annotated[str, typer.Option(help="Engine to run: classic (default) or sam3d (its bundled weights).")] = "classic",
+    engine: Annotated[str, typer.Option(help="Engine name (`voxsam engines` lists them); default classic.")] = "classic",
+    engine_option: EngineOption = None,
 ) -> None:
     """Segment the left lateral ventricle of the MNI152 template (bundled in nilearn) from one click."""
+    from voxsam.cli.engine_args import engine_values
     from voxsam.demo import run_demo
 
-    r = run_demo(out, engine=engine)
+    r = run_demo(out, engine=engine, engine_options=engine_values(engine_option))
     typer.echo(f"image:  {r.image_name}")
     typer.echo(f"click:  world {tuple(round(v, 1) for v in r.click_world_mm)} mm (RAS), positive")
     typer.echo(f"engine: {r.engine}")

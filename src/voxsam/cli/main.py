@@ -5,7 +5,7 @@ import sys
 
 import typer
 
-from voxsam.cli import demo_cmd, eval_cmd, io_cmds, segment_cmd, train_cmd
+from voxsam.cli import demo_cmd, engines_cmd, eval_cmd, io_cmds, segment_cmd, train_cmd
 
 app = typer.Typer(
     name="voxsam",
@@ -16,6 +16,7 @@ app = typer.Typer(
 )
 io_cmds.register(app)
 segment_cmd.register(app)
+engines_cmd.register(app)
 eval_cmd.register(app)
 demo_cmd.register(app)
 train_cmd.register(app)

@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from voxsam.cli.engine_args import EngineOption
+
 
 def register(app: typer.Typer) -> None:
     app.command("segment")(segment)
@@ -27,51 +29,56 @@ def segment(
     image: Annotated[Path, typer.Argument(help="Image file or DICOM folder.")],
     out: Annotated[Path, typer.Option("--out", help="Mask file (.nii.gz, .nrrd, .mha, .mgz, or .dcm for DICOM SEG).")],
     point: Annotated[Optional[list[str]], typer.Option("--point", help="x,y,z[,label]: label 1 positive (default), 0 negative. Repeat for more clicks.")] = None,
-    box: Annotated[Optional[str], typer.Option(help="x0,y0,z0,x1,y1,z1: two opposite corners of a 3D box.")] = None,
+    box: Annotated[Optional[list[str]], typer.Option(help="x0,y0,z0,x1,y1,z1: two opposite corners of a box. Repeatable.")] = None,
+    axis: Annotated[Optional[int], typer.Option(help="Make the points and boxes 2D prompts on the slice of this array axis (0, 1 or 2) that holds them.")] = None,
     world: Annotated[bool, typer.Option("--world", help="Coordinates are RAS mm instead of voxel indices.")] = False,
-    engine: Annotated[str, typer.Option(help="Engine: sam3d or classic.")] = "sam3d",
-    checkpoint: Annotated[Optional[Path], typer.Option(help="Model weights (sam3d: released or voxsam checkpoint).")] = None,
-    trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Allow pickled checkpoints (the released SAM-Med3D files). Only for files you trust.")] = False,
-    precision: Annotated[Optional[str], typer.Option(help="sam3d encoder arithmetic: float32, int8 (CPU, faster) or bfloat16; default float32.")] = None,
+    engine: Annotated[str, typer.Option(help="Engine name (`voxsam engines` lists them).")] = "sam3d",
+    engine_option: EngineOption = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Shortcut for --engine-option checkpoint=PATH.")] = None,
+    trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Shortcut for --engine-option trust_checkpoint=true (pickled checkpoints, e.g. the released SAM-Med3D files; only files you trust).")] = False,
+    precision: Annotated[Optional[str], typer.Option(help="Shortcut for --engine-option precision=P (sam3d: float32, int8, bfloat16).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
 ) -> None:
-    """Segment one object from clicks and/or a box; write the mask in the source image's geometry."""
+    """Segment one object from clicks and/or boxes; write the mask in the source image's geometry."""
     import time
 
     from rich.console import Console
 
-    from voxsam.errors import PromptError
+    from voxsam.cli.engine_args import build_engine, engine_values
+    from voxsam.errors import OutputPathError, PromptError
     from voxsam.io import read_volume, write_mask
     from voxsam.io.atomic import check_output_path
     from voxsam.session import Session
 
     if not point and not box:
         raise PromptError("give at least one --point or a --box")
+    if out.exists() and not overwrite:
+        raise OutputPathError(f"{out} exists; pass --overwrite to replace it")
     console = Console(stderr=True)
     space = "world" if world else "voxel"
-    options = {}
-    if engine == "sam3d":
-        options = {"checkpoint": checkpoint, "trust_checkpoint": trust_checkpoint, "precision": precision}
-    elif checkpoint is not None or precision is not None:
-        raise PromptError(f"engine {engine!r} takes no --checkpoint or --precision")
+    values = engine_values(engine_option, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint, precision=precision)
     clicks = []
     for text in point or []:
         v = _numbers(text, (3, 4), "--point")
         if len(v) == 4 and v[3] not in (0.0, 1.0):
             raise PromptError(f"--point {text!r}: the label must be 1 (positive) or 0 (negative), got {v[3]:g}")
         clicks.append((tuple(v[:3]), bool(v[3]) if len(v) == 4 else True))
-    corners = _numbers(box, (6,), "--box") if box else None
+    boxes = [_numbers(text, (6,), "--box") for text in box or []]
 
     start = time.perf_counter()
+    with console.status(f"loading engine {engine}"):
+        built = build_engine(engine, values)
     with console.status("reading image"):
         vol = read_volume(image)
     check_output_path(out, [vol.path] if vol.path else [])
-    with console.status(f"loading engine {engine}"):
-        session = Session(vol, engine, **options)
-    with console.status("segmenting (the first prompt encodes the image)"):
-        if corners:
-            session.add_box(tuple(corners[:3]), tuple(corners[3:]), space=space)
+    session = Session(vol, built)
+    with console.status("preparing the image"):
+        session.prepare()
+    with console.status("segmenting"):
+        for corners in boxes:
+            session.add_box(tuple(corners[:3]), tuple(corners[3:]), space=space, axis=axis)  # type: ignore[arg-type]
         for xyz, positive in clicks:
-            session.add_point(xyz, positive=positive, space=space)
-    path = write_mask(session.mask, vol, out)
-    voxels = int(session.mask.sum())
-    console.print(f"wrote {path}: {voxels} voxels in {time.perf_counter() - start:.1f} s")
+            session.add_point(xyz, positive=positive, space=space, axis=axis)  # type: ignore[arg-type]
+    mask = session.mask
+    path = write_mask(mask, vol, out)
+    console.print(f"wrote {path}: {int(mask.sum())} voxels in {time.perf_counter() - start:.1f} s")

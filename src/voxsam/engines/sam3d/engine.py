@@ -21,17 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from voxsam.engines.base import Engine, Prediction
+from voxsam.engines.base import Capabilities, Engine, Prediction, ProgressFn
 from voxsam.errors import ConfigError, PromptError
 from voxsam.io.volume import Volume
-from voxsam.prompts import PromptSet
+from voxsam.prompts import Change, PromptKind, PromptSet
 from voxsam.transforms.crop import CropGrid, crop_around, paste_back, sample_into
 from voxsam.transforms.geometry import apply_affine
 from voxsam.transforms.intensity import clamp_ct, znorm_positive
 
 log = logging.getLogger(__name__)
 
-BUNDLED = Path(__file__).resolve().parents[1] / "weights" / "sam3d_small.pt"
+BUNDLED = Path(__file__).resolve().parents[2] / "weights" / "sam3d_small.pt"
 
 
 @dataclass
@@ -61,7 +61,8 @@ class Sam3DEngine(Engine):
     """
 
     name = "sam3d"
-    supports = frozenset({"point", "box"})
+    # a 2D click is a click; a 2D box is a box one voxel thick
+    capabilities = Capabilities(frozenset({PromptKind.POINT, PromptKind.BOX, PromptKind.SLICE_POINT, PromptKind.SLICE_BOX}))
 
     def __init__(
         self,
@@ -107,12 +108,14 @@ class Sam3DEngine(Engine):
         return model
 
     # ------------------------------------------------------------------ Engine API
-    def prepare(self, volume: Volume) -> _Prepared:
+    def prepare(self, volume: Volume, progress: ProgressFn | None = None) -> _Prepared:
         image = volume.channel(0)
         image = clamp_ct(image) if volume.modality == "CT" else image.astype(np.float32, copy=False)
         return _Prepared(image=image, affine=volume.affine, shape=volume.shape)
 
-    def predict(self, prepared: _Prepared, prompts: PromptSet, previous: Prediction | None) -> Prediction:
+    def predict(
+        self, prepared: _Prepared, prompts: PromptSet, previous: Prediction | None, change: Change | None = None
+    ) -> Prediction:
         import torch
 
         if not prompts.points and prompts.box is None:
