@@ -5,8 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from voxsam.engines.base import Engine, Prediction
+from voxsam.engines.base import Capabilities, Engine, Prediction
 from voxsam.io.volume import Volume
+from voxsam.prompts import PromptKind
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
@@ -22,23 +23,29 @@ def make_volume(array, spacing=(1.0, 1.0, 1.0)):
     return Volume(np.asarray(array), affine)
 
 
+ALL_KINDS = frozenset(PromptKind)
+
+
 class BallEngine(Engine):
-    """A scripted engine: the union of balls (radius `r` voxels) around positive clicks minus balls around
-    negative ones; a box gives its own voxels; a slice mask gives that slice. Records every call."""
+    """A scripted 3D engine: the union of balls (radius `r` voxels) around positive clicks (3D or 2D) minus
+    balls around negative ones; the last box gives its own voxels (a 2D box: its slice's rectangle); a slice
+    mask gives that slice. Records every call."""
 
     name = "balls"
 
-    def __init__(self, supports=frozenset({"point", "box", "slice_mask"}), r=2.0, oracle=None):
-        self.supports = frozenset(supports)
+    def __init__(self, supports=ALL_KINDS, r=2.0, oracle=None):
+        self.capabilities = Capabilities(frozenset(PromptKind(k) if k in {p.value for p in PromptKind} else k for k in supports))
         self.r = r
         self.oracle = oracle  # when set, returned as soon as any prompt is given
         self.calls = []
+        self.changes = []
 
-    def prepare(self, volume):
+    def prepare(self, volume, progress=None):
         return volume.shape
 
-    def predict(self, prepared, prompts, previous):
+    def predict(self, prepared, prompts, previous, change=None):
         self.calls.append(prompts)
+        self.changes.append(change)
         shape = prepared
         if self.oracle is not None:
             return Prediction(self.oracle.copy())

@@ -35,7 +35,20 @@ def test_unknown_protocol_and_bad_lists_exit_2(msd_dataset, tmp_path, capsys):
     code, _, err = run_cli(
         ["eval", str(msd_dataset), "-e", "classic", "-p", "center", "--checkpoint", "w.pt", "--out", str(tmp_path / "o")], capsys
     )
-    assert code == 2 and "checkpoint" in err
+    assert code == 2 and "no option 'checkpoint'" in err
+    code, _, err = run_cli(
+        ["eval", str(msd_dataset), "-e", "classic", "-p", "center", "--engine-option", "bogus=1", "--out", str(tmp_path / "o")], capsys
+    )
+    assert code == 2 and "no option 'bogus'" in err and "Traceback" not in err
+    code, _, err = run_cli(
+        ["eval", str(msd_dataset), "-e", "classic", "-p", "center", "--engine-option", "margin_mm=wide", "--out", str(tmp_path / "o")],
+        capsys,
+    )
+    assert code == 2 and "margin_mm" in err
+    code, _, err = run_cli(
+        ["eval", str(msd_dataset), "-e", "classic", "-p", "center", "--engine-option", "margin_mm", "--out", str(tmp_path / "o")], capsys
+    )
+    assert code == 2 and "KEY=VALUE" in err
     code, _, err = run_cli(["eval", str(tmp_path / "missing"), "-e", "classic", "-p", "center", "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "no such dataset" in err
 
@@ -50,7 +63,8 @@ def test_cli_run_with_options(msd_dataset, tmp_path, capsys):
     assert code == 0, err
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert {r["case"] for r in rows} == {"c0", "c1"} and {r["label"] for r in rows} == {"1"}
-    assert json.loads((out / "summary.json").read_text())["settings"]["engine_options"] == {"margin_mm": 12}
+    # the text value converted by the options class (12 == 12.0: folders written before compare equal)
+    assert json.loads((out / "summary.json").read_text())["settings"]["engine_options"] == {"margin_mm": 12.0}
 
 
 @pytest.mark.shared

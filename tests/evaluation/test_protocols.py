@@ -6,6 +6,7 @@ import pytest
 
 from voxsam.errors import ConfigError
 from voxsam.evaluation import protocols as P
+from voxsam.prompts import PromptKind as K
 from voxsam.session import Session
 
 from ._helpers import BallEngine, ball, make_volume
@@ -35,11 +36,21 @@ def test_registry_and_unknown_names():
     assert {"sammed3d", "center", "box+center", "slice"} <= set(P.PROTOCOLS)
     with pytest.raises(ConfigError, match="unknown protocol"):
         P.get_protocol("nope")
-    with pytest.raises(ConfigError):
-        P.check_protocol("box+center", frozenset({"point"}))
+    with pytest.raises(ConfigError, match="needs box prompts; the engine takes only point"):
+        P.check_protocol("box+center", frozenset({K.POINT}))
     with pytest.raises(ConfigError):
         P.check_protocol("slice", frozenset({"scribble"}))
-    P.check_protocol("slice", frozenset({"point"}))
+    # 3D prompts do not make a slice protocol, nor 2D ones a 3D protocol
+    with pytest.raises(ConfigError, match="slice_box, slice_mask, slice_point"):
+        P.check_protocol("slice", frozenset({K.POINT, K.BOX}))
+    with pytest.raises(ConfigError, match="needs slice_box"):
+        P.check_protocol("slice-box", frozenset({K.BOX, K.POINT}))
+    with pytest.raises(ConfigError, match="needs point"):
+        P.check_protocol("center", frozenset({K.SLICE_POINT}))
+    P.check_protocol("slice", frozenset({K.SLICE_POINT}))
+    P.check_protocol("slice", frozenset({"slice_point"}))  # plain strings still work
+    P.check_protocol("box+center", frozenset({K.BOX}))
+    assert P.required_prompts("slice-mask") == (K.SLICE_MASK,)
 
 
 def test_sammed3d_clicks_follow_the_errors(volume, target):
@@ -116,27 +127,48 @@ def test_box_center(volume, target):
     assert session.prompts().box is not None
     assert all(p["kind"] == "point" for p in res.prompts[1:] if p)
     with pytest.raises(ConfigError, match="box"):
-        run("box+center", volume, target, n=3, supports={"point"})
+        run("box+center", volume, target, n=3, supports={K.POINT, K.SLICE_BOX})
 
 
 @pytest.mark.parametrize(
     "supports,kind",
-    [({"slice_mask", "box", "point"}, "slice_mask"), ({"box", "point"}, "box"), ({"point"}, "point")],
+    [
+        ({K.SLICE_MASK, K.SLICE_BOX, K.SLICE_POINT, K.POINT}, K.SLICE_MASK),
+        ({K.SLICE_BOX, K.SLICE_POINT, K.POINT, K.BOX}, K.SLICE_BOX),
+        ({K.SLICE_POINT, K.POINT, K.BOX}, K.SLICE_POINT),
+    ],
 )
 def test_slice_picks_the_prompt_the_engine_takes(volume, target, supports, kind):
     res, engine, session = run("slice", volume, target, n=2, supports=supports)
     first = res.prompts[0]
-    assert first["kind"] == kind
+    assert first["kind"] == kind.value
     # the slice of largest target area along the slice axis (z here: isotropic -> last axis)
     best = int(np.argmax(target.sum(axis=(0, 1))))
-    if kind == "slice_mask":
-        assert first["index"] == best and first["axis"] == 2
-        assert np.array_equal(session.prompts().slice_masks[0].mask, target[:, :, best])
-    elif kind == "box":
+    assert first["axis"] == 2 and first["index"] == best
+    given = session.prompts()
+    if kind is K.SLICE_MASK:
+        assert np.array_equal(given.slice_masks[0].mask, target[:, :, best])
+    elif kind is K.SLICE_BOX:
         assert first["lo"][2] == first["hi"][2] == best
+        nz = np.argwhere(target[:, :, best])
+        assert first["lo"][:2] == nz.min(axis=0).tolist() and first["hi"][:2] == nz.max(axis=0).tolist()
+        (box,) = given.boxes
+        assert box.kind is K.SLICE_BOX and box.slice.axis == 2 and box.slice.index == best  # a real 2D box
     else:
         assert first["ijk"][2] == best and target[tuple(first["ijk"])]
-    assert res.prompts[1]["kind"] == "point"  # center corrections afterwards
+        assert given.points[0].kind is K.SLICE_POINT and given.points[0].slice.index == best  # a real 2D click
+    assert res.prompts[1]["kind"] == "point"  # 3D center corrections afterwards
+    assert given.points[-1].kind is K.POINT
+
+
+def test_slice_kinds_forced(volume, target):
+    for name, kind in (("slice-mask", K.SLICE_MASK), ("slice-box", K.SLICE_BOX), ("slice-point", K.SLICE_POINT)):
+        res, _, _ = run(name, volume, target, n=1)
+        assert res.prompts[0]["kind"] == kind.value
+    # without 3D points there are no corrections: the first mask is repeated
+    res, engine, _ = run("slice-box", volume, target, n=3, supports={K.SLICE_BOX})
+    assert len(engine.calls) == 1 and res.prompts[1:] == [None, None]
+    assert all(np.array_equal(m, res.masks[0]) for m in res.masks)
 
 
 def test_slice_axis_follows_spacing(target):
@@ -149,7 +181,9 @@ def test_slice_without_any_supported_prompt(volume, target):
     with pytest.raises(ConfigError):
         run("slice", volume, target, n=1, supports={"scribble"})
     with pytest.raises(ConfigError):
-        run("slice-mask", volume, target, n=1, supports={"point", "box"})
+        run("slice-mask", volume, target, n=1, supports={K.POINT, K.BOX, K.SLICE_BOX})
+    with pytest.raises(ConfigError, match="slice_point"):
+        run("slice-point", volume, target, n=1, supports={K.POINT})
 
 
 def test_bad_arguments(volume, target):

@@ -10,7 +10,10 @@ import pytest
 
 from voxsam.errors import ConfigError, DatasetError
 from voxsam.evaluation import report as R
-from voxsam.evaluation.runner import EvalConfig, parse_sources, plan_targets, record_path, run_eval
+from voxsam.evaluation.plan import EvalConfig, plan_targets
+from voxsam.evaluation.records import record_path
+from voxsam.evaluation.runner import run_eval
+from voxsam.evaluation.sources import parse_sources
 
 from ._helpers import ball, write_nifti
 
@@ -150,14 +153,16 @@ def test_bad_inputs_fail_clearly(msd_dataset, tmp_path):
         run_eval([str(msd_dataset)], tmp_path / "a", config(engine="nope"))
     with pytest.raises(ConfigError, match="unknown protocol"):
         run_eval([str(msd_dataset)], tmp_path / "b", config(protocol="nope"))
-    with pytest.raises(ConfigError, match="checkpoint"):
+    with pytest.raises(ConfigError, match="no option 'checkpoint'"):
         run_eval([str(msd_dataset)], tmp_path / "c", config(checkpoint="w.pt"))
-    with pytest.raises(ConfigError, match="option"):
+    with pytest.raises(ConfigError, match="no option 'bogus'"):
         run_eval([str(msd_dataset)], tmp_path / "d", config(engine_options={"bogus": 1}))
+    with pytest.raises(ConfigError, match="margin_mm"):
+        run_eval([str(msd_dataset)], tmp_path / "d", config(engine_options={"margin_mm": "wide"}))
     with pytest.raises(ConfigError):
         config(clicks=[0, 1])
-    # nothing was written for names that fail fast
-    assert not (tmp_path / "a").exists()
+    # nothing was written for names and options that fail fast
+    assert not any((tmp_path / d).exists() for d in "abcd")
     # a dataset whose cases have no labels at all
     bare = tmp_path / "bare"
     write_nifti(bare / "imagesTr" / "x.nii.gz", np.zeros((8, 8, 8), np.float32))

@@ -24,21 +24,12 @@ def _int_list(text: str, what: str) -> list[int]:
     return values
 
 
-def _options(items: list[str]) -> dict[str, object]:
-    import json
+def _options(items: list[str]) -> dict[str, str]:
+    """--engine-option KEY=VALUE items -> {key: text}; the engine's options class converts the text
+    ("0.5", "true", "none", a path)."""
+    from voxsam.engines import parse_key_values
 
-    from voxsam.errors import ConfigError
-
-    out: dict[str, object] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--engine-option takes KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
+    return parse_key_values(items)
 
 
 def eval_command(
@@ -55,7 +46,9 @@ def eval_command(
         str, typer.Option("--protocol", "-p", help="Click protocol: sammed3d, center, box+center, slice, slice-mask, slice-box, slice-point.")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created; rerun into it to resume).")],
-    checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint passed to the engine as checkpoint=.")] = None,
+    checkpoint: Annotated[
+        Optional[Path], typer.Option(help="The engine's checkpoint option (same as --engine-option checkpoint=PATH).")
+    ] = None,
     clicks: Annotated[str, typer.Option(help="Interaction counts to report, comma-separated.")] = "1,3,5,10",
     labels: Annotated[Optional[str], typer.Option(help="Only these label values, comma-separated.")] = None,
     min_voxels: Annotated[int, typer.Option(help="Skip targets with fewer voxels.")] = 0,
@@ -68,7 +61,7 @@ def eval_command(
     seed: Annotated[int, typer.Option(help="Seed of the protocol's random choices.")] = 0,
     nsd_tolerance: Annotated[float, typer.Option(help="NSD tolerance in mm.")] = 2.0,
     engine_option: Annotated[
-        Optional[list[str]], typer.Option("--engine-option", help="KEY=VALUE passed to the engine (JSON values), repeatable.")
+        Optional[list[str]], typer.Option("--engine-option", help="KEY=VALUE engine option (validated; `voxsam engines` lists them), repeatable.")
     ] = None,
     retry_errors: Annotated[bool, typer.Option(help="Redo targets that ended in an error last time.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
@@ -85,7 +78,9 @@ def eval_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from voxsam.errors import ConfigError
-    from voxsam.evaluation.runner import EvalConfig, dist_rank_world, run_eval
+    from voxsam.evaluation.parallel import dist_rank_world
+    from voxsam.evaluation.plan import EvalConfig
+    from voxsam.evaluation.runner import run_eval
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     rng = None

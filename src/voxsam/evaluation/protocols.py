@@ -19,14 +19,16 @@ Protocols (registry `PROTOCOLS`):
 - ``center``: click 1 at the target's interior maximum (maximum of the spacing-aware Euclidean distance
   transform); click k at the distance-transform maximum of the largest error component (6-connected
   components of FN and of FP, largest by voxel count), positive for FN, negative for FP.
-- ``box+center``: interaction 1 is a 3D box from the target's bounding box (engines supporting "box");
-  then `center` clicks (the CVPR 2025 interactive 3D challenge protocol: box + 5 clicks = 6 interactions).
-- ``slice``: one prompt on the slice of largest target area along the slice axis (default: the axis with
-  the largest spacing, ties -> the last axis): a slice mask when the engine supports "slice_mask"
-  (`Session.set_slice_mask`), else a 2D box (a 3D box flat along the slice axis) when it supports "box",
-  else a point at the 2D distance-transform maximum of the target on that slice. ``slice-mask``,
-  ``slice-box`` and ``slice-point`` force one kind. Interactions after the first are `center` correction
-  clicks (engines supporting "point"); otherwise the first mask is repeated.
+- ``box+center``: interaction 1 is a 3D box from the target's bounding box (engines taking
+  `PromptKind.BOX`); then `center` clicks when the engine takes 3D points (the CVPR 2025 interactive 3D
+  challenge protocol: box + 5 clicks = 6 interactions).
+- ``slice``: one 2D prompt on the slice of largest target area along the slice axis (default: the axis with
+  the largest spacing, ties -> the last axis): a slice mask when the engine takes `SLICE_MASK`
+  (`Session.set_slice_mask`), else a 2D box of the target's extent on that slice when it takes `SLICE_BOX`
+  (`Session.add_box(..., axis=)`), else a 2D click at the 2D distance-transform maximum of the target on that
+  slice when it takes `SLICE_POINT` (`Session.add_point(..., axis=)`). ``slice-mask``, ``slice-box`` and
+  ``slice-point`` force one kind. Interactions after the first are `center` correction clicks (3D points,
+  engines taking `POINT`); otherwise the first mask is repeated.
 
 Unsupported combinations raise `ConfigError` before any prompt is given (`check_protocol`).
 """
@@ -35,11 +37,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any, Callable
 
 import numpy as np
 
 from voxsam.errors import ConfigError
+from voxsam.prompts import PromptKind
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +57,8 @@ class ProtocolResult:
     Attributes:
         masks: (X, Y, Z) bool object mask after each interaction.
         seconds: wall seconds of each session call (0.0 for steps after an early stop).
-        prompts: description of each prompt, e.g. {"kind": "point", "ijk": [i, j, k], "positive": True};
-            None for steps after an early stop.
+        prompts: description of each prompt, "kind" a `PromptKind` value, e.g. {"kind": "point", "ijk": [i, j, k],
+            "positive": True}; 2D prompts add their "axis" and "index". None for steps after an early stop.
         stopped_at: 1-based interaction after which the mask equalled the target, else None.
     """
 
@@ -65,35 +69,50 @@ class ProtocolResult:
 
 
 # ---------------------------------------------------------------------- requirements
-_REQUIRES: dict[str, tuple[str, ...]] = {
-    "sammed3d": ("point",),
-    "center": ("point",),
-    "box+center": ("box",),
-    "slice": (),  # any of slice_mask / box / point, checked in check_protocol
-    "slice-mask": ("slice_mask",),
-    "slice-box": ("box",),
-    "slice-point": ("point",),
+_REQUIRES: dict[str, tuple[PromptKind, ...]] = {
+    "sammed3d": (PromptKind.POINT,),
+    "center": (PromptKind.POINT,),
+    "box+center": (PromptKind.BOX,),
+    "slice": (),  # any one of _SLICE_ORDER, checked in check_protocol
+    "slice-mask": (PromptKind.SLICE_MASK,),
+    "slice-box": (PromptKind.SLICE_BOX,),
+    "slice-point": (PromptKind.SLICE_POINT,),
 }
 
+#: the first prompt of `slice`, by preference
+_SLICE_ORDER = (PromptKind.SLICE_MASK, PromptKind.SLICE_BOX, PromptKind.SLICE_POINT)
 
-def required_prompts(name: str) -> tuple[str, ...]:
+
+def _kinds(supports: Iterable[PromptKind | str]) -> set[PromptKind | str]:
+    """Normalise an engine's prompt kinds: known names become `PromptKind`, unknown ones stay text."""
+    known = {k.value for k in PromptKind}
+    return {PromptKind(k) if not isinstance(k, PromptKind) and k in known else k for k in supports}
+
+
+def _names(kinds: Iterable[PromptKind | str]) -> str:
+    return ", ".join(sorted(k.value if isinstance(k, PromptKind) else str(k) for k in kinds)) or "nothing"
+
+
+def required_prompts(name: str) -> tuple[PromptKind, ...]:
     """Prompt kinds the protocol `name` needs from the engine (`slice` needs any one of three)."""
     get_protocol(name)
     return _REQUIRES[name]
 
 
-def check_protocol(name: str, supports: frozenset[str] | set[str]) -> None:
-    """Raise ConfigError when `name` is unknown or the engine (its `supports`) cannot take its prompts."""
+def check_protocol(name: str, supports: Iterable[PromptKind | str]) -> None:
+    """Raise ConfigError when `name` is unknown or the engine (its `supports`, a set of `PromptKind`) cannot
+    take its prompts. Messages name kinds by their value ("slice_box")."""
     get_protocol(name)
+    kinds = _kinds(supports)
     if name == "slice":
-        if not ({"slice_mask", "box", "point"} & set(supports)):
-            raise ConfigError("protocol 'slice' needs an engine taking slice masks, boxes or points")
+        if not any(k in kinds for k in _SLICE_ORDER):
+            raise ConfigError(
+                f"protocol 'slice' needs an engine taking {_names(_SLICE_ORDER)} prompts; the engine takes only {_names(kinds)}"
+            )
         return
-    missing = [k for k in _REQUIRES[name] if k not in supports]
+    missing = [k for k in _REQUIRES[name] if k not in kinds]
     if missing:
-        raise ConfigError(
-            f"protocol {name!r} needs {', '.join(missing)} prompts; the engine takes only {', '.join(sorted(supports))}"
-        )
+        raise ConfigError(f"protocol {name!r} needs {_names(missing)} prompts; the engine takes only {_names(kinds)}")
 
 
 def get_protocol(name: str) -> Callable[..., ProtocolResult]:
@@ -258,7 +277,7 @@ def box_center(session: Any, target: np.ndarray, n_interactions: int, seed: int 
         lambda: session.add_box(lo, hi, object_id=object_id),
         {"kind": "box", "lo": [int(v) for v in lo], "hi": [int(v) for v in hi]},
     )
-    if not rec.done and "point" in session.engine.supports:
+    if not rec.done and PromptKind.POINT in _kinds(session.engine.supports):
         _center_clicks(rec)
     return rec.finish()
 
@@ -274,47 +293,53 @@ def _slice_protocol(kind: str) -> Callable[..., ProtocolResult]:
         session: Any, target: np.ndarray, n_interactions: int, seed: int = 0, object_id: int = 1, axis: int | None = None
     ) -> ProtocolResult:
         name = "slice" if kind == "auto" else f"slice-{kind}"
-        supports = session.engine.supports
+        supports = _kinds(session.engine.supports)
         check_protocol(name, supports)
-        chosen = kind
         if kind == "auto":
-            chosen = "mask" if "slice_mask" in supports else "box" if "box" in supports else "point"
+            chosen = next(k for k in _SLICE_ORDER if k in supports)
+        else:
+            chosen = {"mask": PromptKind.SLICE_MASK, "box": PromptKind.SLICE_BOX, "point": PromptKind.SLICE_POINT}[kind]
         rec = _Recorder(session, target, n_interactions, object_id)
         spacing = _spacing(session)
         ax = slice_axis(spacing) if axis is None else int(axis)
         other = tuple(a for a in range(3) if a != ax)
         areas = rec.target.sum(axis=other)
         index = int(np.argmax(areas))
-        plane = [slice(None)] * 3
-        plane[ax] = index  # type: ignore[call-overload]
+        plane: list[Any] = [slice(None)] * 3
+        plane[ax] = index
         mask2d = rec.target[tuple(plane)]
-        if chosen == "mask":
+        where = {"axis": ax, "index": index}
+        if chosen is PromptKind.SLICE_MASK:
             rec.run(
                 lambda: session.set_slice_mask(ax, index, mask2d, object_id=object_id),
-                {"kind": "slice_mask", "axis": ax, "index": index, "area": int(mask2d.sum())},
+                {"kind": chosen.value, **where, "area": int(mask2d.sum())},
             )
-        elif chosen == "box":
+        elif chosen is PromptKind.SLICE_BOX:
             b2 = _bbox(mask2d)
             lo, hi = [0.0] * 3, [0.0] * 3
             for a2, a in enumerate(other):
                 lo[a], hi[a] = float(b2[a2].start), float(b2[a2].stop - 1)
             lo[ax] = hi[ax] = float(index)
             rec.run(
-                lambda: session.add_box(tuple(lo), tuple(hi), object_id=object_id),
-                {"kind": "box", "lo": [int(v) for v in lo], "hi": [int(v) for v in hi], "axis": ax},
+                lambda: session.add_box(tuple(lo), tuple(hi), object_id=object_id, axis=ax),
+                {"kind": chosen.value, "lo": [int(v) for v in lo], "hi": [int(v) for v in hi], **where},
             )
         else:
             p2 = interior_point(mask2d, tuple(spacing[a] for a in other))
             ijk = np.zeros(3, dtype=int)
             ijk[ax] = index
             ijk[list(other)] = p2
-            rec.point(ijk, True)
-        if not rec.done and "point" in supports:
+            xyz = tuple(float(v) for v in ijk)
+            rec.run(
+                lambda: session.add_point(xyz, positive=True, object_id=object_id, axis=ax),
+                {"kind": chosen.value, "ijk": [int(v) for v in ijk], "positive": True, **where},
+            )
+        if not rec.done and PromptKind.POINT in supports:
             _center_clicks(rec)
         return rec.finish()
 
     run.__name__ = f"slice_{kind}"
-    run.__doc__ = f"One {kind} prompt on the slice of largest target area, then center corrections. See module doc."
+    run.__doc__ = f"One 2D {kind} prompt on the slice of largest target area, then center corrections. See module doc."
     return run
 
 

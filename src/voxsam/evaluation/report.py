@@ -5,6 +5,8 @@ label × click count, per dataset (all its targets pooled) and overall (all targ
 pooled). HD95 is averaged over finite values only; the number of infinite values (an empty prediction)
 is reported beside it. Only targets with status "ok" enter the numbers; errors and skipped inputs are
 listed with their reasons.
+
+Depends on `plan` (settings, targets) only: the runner calls it, it never calls the runner.
 """
 from __future__ import annotations
 
@@ -15,12 +17,11 @@ import math
 import os
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from voxsam.evaluation.runner import EvalConfig, Plan
+from voxsam.evaluation.plan import EvalConfig, Plan, config_as_dict
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +221,6 @@ def _json_safe(obj: Any) -> Any:
 
 def write_report(out: Path, plan: Plan, records: list[dict[str, Any]], config: EvalConfig) -> dict[str, Any]:
     """Write results.csv, summary.md, summary.json and the plots into `out`; return the summary dict."""
-    from voxsam.evaluation.runner import config_as_dict
-
     out = Path(out)
     rows = _rows(records)
     tmp = out / f".results.csv.{os.getpid()}.tmp"
