@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from voxsam.errors import VoxsamError
 
-__version__ = "0.1.0"
+from voxsam._version import __version__
 __all__ = ["VoxsamError", "Session", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover

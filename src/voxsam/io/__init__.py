@@ -10,6 +10,7 @@ One reader and one writer per format: `nibabel_formats` (NIfTI, MGZ), `itk_forma
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +34,8 @@ def read_volume(path: str | Path | Sequence[str | Path], series_uid: str | None 
     """
     if isinstance(path, (list, tuple)):
         return _read_channels([Path(p) for p in path])
+    if not isinstance(path, (str, os.PathLike)):  # what Path() would reject, said before it does
+        raise TypeError(f"path must be a str, a Path or a list of them, got {type(path).__name__}")
     p = Path(path).expanduser()
     from voxsam.io.formats import detect_input_format
 

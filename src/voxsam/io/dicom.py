@@ -173,6 +173,6 @@ def read_dicom_seg(path: Path, like: Volume) -> np.ndarray:
 
 
 def _version() -> str:
-    from voxsam import __version__
+    from voxsam._version import __version__
 
     return __version__

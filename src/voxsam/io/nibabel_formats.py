@@ -14,12 +14,15 @@ from voxsam.io.volume import Volume
 def read_nibabel(path: Path, fmt: str) -> Volume:
     """Read a NIfTI or MGZ file into a Volume (array as stored, affine = nibabel's best affine)."""
     import nibabel as nib
+    from nibabel.spatialimages import SpatialImage
 
     quiet = logging.getLogger("nibabel.global")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # nibabel logs header "fixes"; we check the geometry ourselves below
     try:
         img = nib.load(str(path))
+        if not isinstance(img, SpatialImage):  # NIfTI and MGH always load as spatial images
+            raise TypeError(f"loaded as a {type(img).__name__}, not a spatial image")
         array = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises many types for truncated / garbled files
         raise CorruptFileError(f"{path}: cannot read {fmt.upper()} ({type(exc).__name__}: {_first_line(exc)})") from None
@@ -55,21 +58,24 @@ def _raw_zooms(path: Path, img) -> tuple[float, ...]:  # type: ignore[no-untyped
 def write_nibabel(array: np.ndarray, like: Volume, path: Path, fmt: str) -> None:
     """Write an (X, Y, Z) array on `like`'s grid as NIfTI or MGZ; reuses a NIfTI source's header codes."""
     import nibabel as nib
+    from nibabel.spatialimages import SpatialImage
 
+    img: SpatialImage
     if fmt == "mgz":
         img = nib.MGHImage(array, like.affine)
     else:
         header = like.meta.get("header") if like.source_format == "nifti" else None
         cls = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
-        img = cls(array, like.affine, header=header.copy() if header is not None else None)
-        img.set_data_dtype(array.dtype)
-        img.header.set_slope_inter(1.0, 0.0)
+        nii = cls(array, like.affine, header=header.copy() if header is not None else None)
+        nii.set_data_dtype(array.dtype)
+        nii.header.set_slope_inter(1.0, 0.0)
         if header is not None:  # keep the source's qform/sform codes (scanner, aligned, MNI, ...)
-            img.set_qform(like.affine, code=int(header["qform_code"]) or 1)
-            img.set_sform(like.affine, code=int(header["sform_code"]) or 1)
+            nii.set_qform(like.affine, code=int(header["qform_code"]) or 1)
+            nii.set_sform(like.affine, code=int(header["sform_code"]) or 1)
         else:
-            img.set_qform(like.affine, code=1)
-            img.set_sform(like.affine, code=1)
+            nii.set_qform(like.affine, code=1)
+            nii.set_sform(like.affine, code=1)
+        img = nii
     nib.save(img, str(path))
 
 

@@ -72,7 +72,7 @@ class Volume:
         """A volume on the same grid (same affine, format and metadata) holding other voxels."""
         if tuple(array.shape[:3]) != self.shape:
             raise ValueError(f"array shape {array.shape[:3]} differs from the grid {self.shape}")
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(  # the Volume fields other than array; `changes` override them
             affine=self.affine.copy(),
             source_format=self.source_format,
             path=self.path,

@@ -216,7 +216,7 @@ class EncoderAttention(nn.Module):
         lse = torch.logsumexp
         qg = q.reshape(b, h, n, n, n, c)
         rd, rh, rw = self.rel_pos_d.float(), self.rel_pos_h.float(), self.rel_pos_w.float()
-        log_mass = None
+        log_mass: Tensor | None = None  # set exactly when padded
         # the real-key bias is x1 + x2, broadcast to (B,h,qd,qh,qw,kd,kh,kw)
         if self.rel_pos_form == "released":
             td = rel_pos_table(rd, n, s_, s_)   # [qd, kw]
@@ -224,6 +224,9 @@ class EncoderAttention(nn.Module):
             tw = rel_pos_table(rw, s_, s_, s_)  # [kh, kw]
             # q[qd, qh, e] for e < S: the third axis extends past n with the query bias
             if padded:
+                if bq is None:
+                    raise ValueError(f"attn_mask needs the query bias bq when the attention grid "
+                                     f"({s_}) is larger than the token grid ({n})")
                 ext = bq[None, :, None, None, None, :].expand(b, h, n, n, s_ - n, c)
                 qx = torch.cat([qg, ext], dim=4)
             else:
@@ -258,12 +261,12 @@ class EncoderAttention(nn.Module):
                                             ld_in + lh_in + lw_pad]), dim=0)
         if torch.is_grad_enabled() and (q.requires_grad or self.rel_pos_d.requires_grad):
             bias = (x1 + x2).reshape(b, h, nt, nt)
-            if not padded:
+            if log_mass is None:  # not padded
                 return bias
             return torch.cat([bias, log_mass.reshape(b, h, nt, 1)], dim=-1)
         # inference: write the sum straight into the mask buffer (no intermediate copies)
         mask = q.new_empty(b, h, nt, nt + 1 if padded else nt)
         torch.add(x1, x2, out=mask[..., :nt].view(b, h, n, n, n, n, n, n))
-        if padded:
+        if log_mass is not None:  # padded
             mask[..., nt] = log_mass.reshape(b, h, nt)
         return mask

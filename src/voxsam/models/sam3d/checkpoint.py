@@ -232,21 +232,24 @@ def infer_config(state: Mapping[str, Tensor]) -> Sam3DConfig:
         lin1 = get("image_encoder.blocks.0.mlp.lin1.weight")
         p = int(get("image_encoder.neck.0.weight").shape[0])
         dec_depth = count("mask_decoder.transformer.layers.", "norm1.weight")
-        cfg = dict(
+        # evaluated in this order so that a bad checkpoint fails on the same key/division as before
+        num_heads = c // head_dim
+        mlp_ratio = int(lin1.shape[0]) / c
+        mask_in_chans = int(get("prompt_encoder.mask_downscaling.3.weight").shape[0])
+        num_multimask = int(get("mask_decoder.mask_tokens.weight").shape[0]) - 1
+        iou_depth = count("mask_decoder.iou_prediction_head.layers.", "weight")
+        iou_hidden = int(get("mask_decoder.iou_prediction_head.layers.0.weight").shape[0])
+        decoder_mlp_dim = (int(get("mask_decoder.transformer.layers.0.mlp.lin1.weight").shape[0])
+                           if dec_depth else Sam3DConfig.decoder_mlp_dim)  # no layers: the default
+        if mlp_ratio == int(mlp_ratio):
+            mlp_ratio = float(int(mlp_ratio))
+        return Sam3DConfig(
             image_size=n * patch, patch_size=patch, encoder_embed_dim=c, encoder_depth=depth,
-            encoder_num_heads=c // head_dim, encoder_global_attn_indexes=global_idx, window_size=window,
-            prompt_embed_dim=p, mlp_ratio=int(lin1.shape[0]) / c,
-            mask_in_chans=int(get("prompt_encoder.mask_downscaling.3.weight").shape[0]),
-            num_multimask_outputs=int(get("mask_decoder.mask_tokens.weight").shape[0]) - 1,
-            iou_head_depth=count("mask_decoder.iou_prediction_head.layers.", "weight"),
-            iou_head_hidden_dim=int(get("mask_decoder.iou_prediction_head.layers.0.weight").shape[0]),
-            decoder_depth=dec_depth,
+            encoder_num_heads=num_heads, encoder_global_attn_indexes=global_idx, window_size=window,
+            prompt_embed_dim=p, mlp_ratio=mlp_ratio, mask_in_chans=mask_in_chans,
+            num_multimask_outputs=num_multimask, iou_head_depth=iou_depth,
+            iou_head_hidden_dim=iou_hidden, decoder_depth=dec_depth, decoder_mlp_dim=decoder_mlp_dim,
         )
-        if dec_depth:
-            cfg["decoder_mlp_dim"] = int(get("mask_decoder.transformer.layers.0.mlp.lin1.weight").shape[0])
-        if cfg["mlp_ratio"] == int(cfg["mlp_ratio"]):
-            cfg["mlp_ratio"] = float(int(cfg["mlp_ratio"]))
-        return Sam3DConfig(**cfg)
     except (ConfigError, IndexError, ZeroDivisionError) as e:
         raise CheckpointError(f"cannot infer the SAM-Med3D architecture from the shapes: {e}") from None
 

@@ -6,6 +6,8 @@ Keys (under ``mask_decoder.``): ``transformer.*``, ``iou_token.weight`` (1, P), 
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -127,16 +129,20 @@ class MaskDecoder3D(nn.Module):
         Returns:
             (B, k, 4D, 4H, 4W) mask logits.
         """
-        up1, ln, _, up2, _ = self.output_upscaling
+        seq = self.output_upscaling
+        up1, up2 = cast(nn.ConvTranspose3d, seq[0]), cast(nn.ConvTranspose3d, seq[3])
+        ln = cast(LayerNorm3d, seq[1])
         b, nv, _ = tokens.shape
         d, h, w = grid
         c1, c2 = up1.out_channels, up2.out_channels
         # weights (Ci, Co, 2, 2, 2) -> ([i, j, k, Co], Ci); bias repeated for the 8 offsets
         w1 = up1.weight.permute(2, 3, 4, 1, 0).reshape(8 * c1, up1.in_channels)
         w2 = up2.weight.permute(2, 3, 4, 1, 0).reshape(8 * c2, up2.in_channels)
-        y = F.linear(tokens, w1, up1.bias.repeat(8)).reshape(b, nv * 8, c1)   # voxels (d,h,w,i,j,k)
+        b1 = None if up1.bias is None else up1.bias.repeat(8)
+        b2 = None if up2.bias is None else up2.bias.repeat(8)
+        y = F.linear(tokens, w1, b1).reshape(b, nv * 8, c1)                  # voxels (d,h,w,i,j,k)
         y = F.gelu(F.layer_norm(y, (c1,), ln.weight, ln.bias, ln.eps))
-        y = F.gelu(F.linear(y, w2, up2.bias.repeat(8)).reshape(b, nv * 64, c2))  # (..,i2,j2,k2)
+        y = F.gelu(F.linear(y, w2, b2).reshape(b, nv * 64, c2))              # (..,i2,j2,k2)
         m = y @ hyper_in.transpose(1, 2)                               # (B, nv*64, k)
         k = m.shape[-1]
         m = m.reshape(b, d, h, w, 2, 2, 2, 2, 2, 2, k)

@@ -12,7 +12,7 @@ need clicks inside the crop check that themselves.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,8 @@ from voxsam.models.sam3d.image_encoder import LayerNorm3d
 
 class PositionEmbeddingRandom3D(nn.Module):
     """Random Fourier features: c in [0,1]^3 -> f = 2 pi (2c - 1) @ G -> [sin f, cos f, sin f]."""
+
+    positional_encoding_gaussian_matrix: Tensor  # (3, num_pos_feats) buffer
 
     def __init__(self, num_pos_feats: int, scale: float = 1.0) -> None:
         super().__init__()
@@ -178,8 +180,10 @@ class PromptEncoder3D(nn.Module):
         pe = self.pe_layer.forward_with_coords(points, self.input_image_size)
         lab = labels[..., None]
         pe = torch.where(lab == -1, self.not_a_point_embed.weight, pe)
-        pe = pe + torch.where(lab == 0, self.point_embeddings[0].weight, 0.0)
-        pe = pe + torch.where(lab == 1, self.point_embeddings[1].weight, 0.0)
+        neg = cast(nn.Embedding, self.point_embeddings[0])
+        pos = cast(nn.Embedding, self.point_embeddings[1])
+        pe = pe + torch.where(lab == 0, neg.weight, 0.0)
+        pe = pe + torch.where(lab == 1, pos.weight, 0.0)
         return pe
 
     def _embed_boxes(self, boxes: Tensor) -> Tensor:
@@ -190,7 +194,9 @@ class PromptEncoder3D(nn.Module):
         """``mask_downscaling`` as matrix products: both kernel-2 stride-2 convolutions act on disjoint
         2^3 blocks, so the input is split once into (8^3 cells) x (2^3 level-2 offsets) x (2^3 level-1
         offsets). masks: (B, 1, 4n, 4n, 4n) -> (B, P, n, n, n)."""
-        conv1, ln1, _, conv2, ln2, _, conv3 = self.mask_downscaling
+        seq = self.mask_downscaling
+        conv1, conv2, conv3 = cast(nn.Conv3d, seq[0]), cast(nn.Conv3d, seq[3]), cast(nn.Conv3d, seq[6])
+        ln1, ln2 = cast(LayerNorm3d, seq[1]), cast(LayerNorm3d, seq[4])
         b = masks.shape[0]
         n = self.image_embedding_size
         x = masks.reshape(b, n, 2, 2, n, 2, 2, n, 2, 2)          # (d,i2,i1, h,j2,j1, w,k2,k1)
@@ -221,6 +227,8 @@ class PromptEncoder3D(nn.Module):
         w = self.no_mask_embed.weight
         sparse = w.new_zeros(bs, 0, self.embed_dim)
         if points is not None:
+            if labels is None:  # validate() already enforces this; narrows the type
+                raise PromptError("points and labels must be given together")
             sparse = torch.cat([sparse, self._embed_points(points, labels, pad=boxes is None)], dim=1)
         if boxes is not None:
             sparse = torch.cat([sparse, self._embed_boxes(boxes)], dim=1)
