@@ -92,25 +92,30 @@ def parse_options(spec: EngineSpec, values: dict[str, Any]) -> EngineOptions:
 
     Raises: ConfigError naming the engine, the option and the allowed values or options.
     """
-    fields = spec.options.model_fields
+    return validate_options(spec.name, spec.options, values)
+
+
+def validate_options(engine: str, options: type[EngineOptions], values: dict[str, Any]) -> EngineOptions:
+    """`parse_options` for an options class directly (engines validating their own keyword overrides)."""
+    fields = options.model_fields
     unknown = sorted(set(values) - set(fields))
     if unknown:
         known = ", ".join(fields) or "none"
-        raise ConfigError(f"engine {spec.name!r} has no option {unknown[0]!r}; its options: {known}")
+        raise ConfigError(f"engine {engine!r} has no option {unknown[0]!r}; its options: {known}")
     cleaned = {}
     for key, value in values.items():
         if isinstance(value, str) and value.strip().lower() in ("none", "null") and _allows_none(fields[key].annotation):
             value = None
         cleaned[key] = value
     try:
-        return spec.options(**cleaned)
+        return options(**cleaned)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = str(err["loc"][0]) if err.get("loc") else "?"
-        info = next((i for i in describe_options(spec.options) if i.name == key), None)
+        info = next((i for i in describe_options(options) if i.name == key), None)
         allowed = f" (allowed: {', '.join(map(str, info.choices))})" if info and info.choices else ""
         got = cleaned.get(key, "?")
-        raise ConfigError(f"engine {spec.name!r}: option {key}={got!r}: {err['msg']}{allowed}") from None
+        raise ConfigError(f"engine {engine!r}: option {key}={got!r}: {err['msg']}{allowed}") from None
 
 
 def parse_key_values(items: list[str]) -> dict[str, str]:

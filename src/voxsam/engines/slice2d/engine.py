@@ -1,0 +1,244 @@
+"""`slice2d` engine: RadSAM's way to a 3D mask with a 2D promptable model (LiteMedSAM).
+
+Segmenting (no mask yet):
+  1. The prompted slice: the change's slice on the engine's axis (a 2D prompt's own slice; a 3D click's
+     slice along the axis). Its points, its latest box and its painted mask (a painted mask is taken as
+     is and locked) give that slice's mask.
+  2. Propagation, both directions at once (the viewer sees the object grow both ways): each decided slice
+     prompts the next with its bounding box (grown by `box_expand_px`), its binary mask, or both
+     (`propagation_prompt`), plus any clicks the user put on that slice. Painted slices are kept as given
+     and prompt their neighbours.
+  3. A direction ends where the object ends: an empty mask, fewer than `min_area_px` pixels, a predicted
+     IoU under `stop_iou`, or an area jump over `max_area_ratio` (a leak).
+Editing (the object already has a mask, from this or any engine, or a file through `Session.set_mask`):
+  the corrected slice is re-predicted (a painted mask replaces it; clicks are added to the old slice's box
+  or mask), then each direction re-propagates from it and stops after two consecutive slices whose new
+  mask agrees with the old one (Dice >= `edit_agreement`) or where the object ends; slices beyond keep
+  their old mask. User-painted slices stay locked.
+Each slice is encoded once (cached per volume, memory-bounded) and only when propagation visits it.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import numpy as np
+
+from voxsam.engines.base import Capabilities, Engine, Prediction, ProgressFn, SliceAxisRule, acquisition_axis
+from voxsam.engines.options import validate_options
+from voxsam.engines.slice2d.options import Slice2DOptions
+from voxsam.engines.slice2d.slices import PreparedVolume, SliceModel, bbox_rc, dice2d, prepare_volume
+from voxsam.errors import PromptError
+from voxsam.io.volume import Volume
+from voxsam.prompts import Box, Change, Point, PromptKind, PromptSet, SliceMask
+
+log = logging.getLogger(__name__)
+
+Chain = Iterator[tuple[int, np.ndarray]]
+
+
+class Slice2DEngine(Engine):
+    """A 2D SAM propagated slice by slice (RadSAM). Options: `Slice2DOptions`; `model` overrides the weights."""
+
+    name = "slice2d"
+    capabilities = Capabilities(
+        frozenset({PromptKind.POINT, PromptKind.SLICE_POINT, PromptKind.SLICE_BOX, PromptKind.SLICE_MASK}),
+        propagates=True,
+        slice_axis=SliceAxisRule.PROMPTED,
+        edits_masks=True,
+    )
+
+    def __init__(self, options: Slice2DOptions | None = None, model: Any = None, **overrides: Any) -> None:
+        if options is None:
+            options = validate_options("slice2d", Slice2DOptions, overrides)  # type: ignore[assignment]
+        elif overrides:
+            options = options.model_copy(update=dict(validate_options("slice2d", Slice2DOptions, overrides).model_dump(exclude_unset=True)))
+        assert options is not None
+        self.options = options
+        if model is None:
+            model = _load_model(options)
+        self.slices = SliceModel(model, options.precision)
+
+    # ------------------------------------------------------------------ Engine API
+    def prepare(self, volume: Volume, progress: ProgressFn | None = None) -> PreparedVolume:
+        prepared = prepare_volume(volume, self.options.cache_mb)
+        if progress:
+            progress(1.0, "intensity mapping ready; slices are encoded as propagation reaches them")
+        return prepared
+
+    def propagation_axis(self, prepared: Any, prompts: PromptSet, change: Change | None = None) -> int:
+        if self.options.axis is not None:
+            return int(self.options.axis)
+        for prompt in (*prompts.slice_masks, *prompts.boxes, *prompts.points):
+            ref = prompt.slice
+            if ref is not None:
+                return ref.axis
+        return acquisition_axis(prepared.affine)
+
+    def propagate(
+        self, prepared: Any, prompts: PromptSet, previous: Prediction | None, change: Change | None = None
+    ) -> Generator[tuple[int, np.ndarray], None, Prediction]:
+        axis = self.propagation_axis(prepared, prompts, change)
+        _check_axis(prompts, axis, prepared.shape)
+        view = prepared.view(axis)
+        old = previous.mask if previous is not None and previous.mask.any() else None
+        anchor = _anchor_slice(prompts, change, axis)
+        mask = old.copy() if old is not None else np.zeros(prepared.shape, dtype=bool)
+        locked = {m.index: view.to_display(m.mask) for m in prompts.slice_masks}
+        old_slice = None if old is None else view.take(old, anchor)
+        start = self._predict_anchor(prepared, axis, anchor, prompts, locked, old_slice)
+        _write(mask, axis, anchor, view.from_display(start))
+        yield anchor, view.from_display(start)
+        if start.any():
+            chains = [self._chain(prepared, axis, anchor, start, step, prompts, locked, old) for step in (-1, 1)]
+            for k, m in _interleave(chains):
+                plane = view.from_display(m)
+                _write(mask, axis, k, plane)
+                yield k, plane
+        return Prediction(mask, state={"axis": axis})
+
+    # ------------------------------------------------------------------ slices
+    def _predict_anchor(
+        self, prepared: PreparedVolume, axis: int, k: int, prompts: PromptSet, locked: dict[int, np.ndarray], old_slice: np.ndarray | None
+    ) -> np.ndarray:
+        if k in locked:
+            return locked[k]
+        points, labels, box = _slice_prompts(prepared, axis, k, prompts)
+        mask_prompt = None
+        if box is None and old_slice is not None and old_slice.any():
+            box = bbox_rc(old_slice)  # a click correcting an existing slice keeps its extent as context
+            if self.options.propagation_prompt != "box":
+                mask_prompt = old_slice
+        if box is None and points is None:
+            raise PromptError(f"slice {k} of axis {axis} has no prompt to start from")
+        if box is None and labels is not None and not labels.any():
+            raise PromptError("negative clicks alone cannot start an object; add a positive click or a box")
+        out, _ = self.slices.segment(prepared, axis, k, points, labels, box, mask_prompt)
+        return out
+
+    def _chain(
+        self,
+        prepared: PreparedVolume,
+        axis: int,
+        start: int,
+        first: np.ndarray,
+        step: int,
+        prompts: PromptSet,
+        locked: dict[int, np.ndarray],
+        old: np.ndarray | None,
+    ) -> Chain:
+        """Slices start+step, start+2·step, ... each prompted by the one before, until the object ends
+        (or, when editing, until two consecutive slices agree with the old mask)."""
+        o = self.options
+        view = prepared.view(axis)
+        prev, agreeing, k = first, 0, start + step
+        while 0 <= k < prepared.shape[axis]:
+            if k in locked:
+                current = locked[k]
+            else:
+                points, labels, user_box = _slice_prompts(prepared, axis, k, prompts)
+                box = user_box if user_box is not None or o.propagation_prompt == "mask" else bbox_rc(prev)
+                mask_prompt = prev if o.propagation_prompt != "box" else None
+                expand = 0.0 if user_box is not None else o.box_expand_px
+                current, iou = self.slices.segment(prepared, axis, k, points, labels, box, mask_prompt, expand)
+                area = int(current.sum())
+                prompted = user_box is not None or (labels is not None and bool(labels.any()))
+                leak = area > o.max_area_ratio * max(int(prev.sum()), 64)
+                if not prompted and (area < max(1, o.min_area_px) or iou < o.stop_iou or leak):
+                    return
+            yield k, current
+            if old is not None:
+                agreeing = agreeing + 1 if dice2d(current, view.take(old, k)) >= o.edit_agreement else 0
+                if agreeing >= 2:
+                    return
+            prev, k = current, k + step
+
+
+def _load_model(options: Slice2DOptions) -> Any:
+    from voxsam.models.sam2d import load_sam2d_weights
+
+    model = load_sam2d_weights(options.weights, options.device)
+    if options.decoder is not None:
+        load_decoder(model, options.decoder)
+    return model
+
+
+def load_decoder(model: Any, path: Any) -> None:
+    """Load fine-tuned prompt-encoder + mask-decoder weights (a state dict with those key prefixes)."""
+    import torch
+
+    from voxsam.errors import CheckpointError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such decoder weights file") from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a bad checkpoint
+        raise CheckpointError(f"{path}: unreadable decoder weights ({type(exc).__name__})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not state or not all(k.startswith(("prompt_encoder.", "mask_decoder.")) for k in state):
+        raise CheckpointError(f"{path}: not a slice2d decoder file (expected prompt_encoder.* and mask_decoder.* weights)")
+    missing = [k for k in model.state_dict() if k.startswith(("prompt_encoder.", "mask_decoder.")) and k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: {len(missing)} decoder weights missing, e.g. {missing[0]}")
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+
+
+def _write(mask: np.ndarray, axis: int, k: int, plane: np.ndarray) -> None:
+    index: list[Any] = [slice(None)] * 3
+    index[axis] = k
+    mask[tuple(index)] = plane
+
+
+def _interleave(chains: list[Chain]) -> Iterator[tuple[int, np.ndarray]]:
+    live = list(chains)
+    while live:
+        for chain in list(live):
+            item = next(chain, None)
+            if item is None:
+                live.remove(chain)
+            else:
+                yield item
+
+
+def _anchor_slice(prompts: PromptSet, change: Change | None, axis: int) -> int:
+    last = change.last if change is not None else None
+    if last is None:
+        every: list[Point | Box | SliceMask] = [*prompts.points, *prompts.boxes, *prompts.slice_masks]
+        if not every:
+            raise PromptError("slice2d needs a prompt")
+        last = every[-1]
+    if isinstance(last, SliceMask):
+        return last.index
+    if isinstance(last, Box):
+        return int(round(last.lo[axis]))
+    return int(round(last.ijk[axis]))
+
+
+def _check_axis(prompts: PromptSet, axis: int, shape: tuple[int, int, int]) -> None:
+    if shape[axis] < 2:
+        raise PromptError(f"axis {axis} has a single slice: nothing to propagate over")
+    for prompt in (*prompts.points, *prompts.boxes, *prompts.slice_masks):
+        ref = prompt.slice
+        if ref is not None and ref.axis != axis:
+            raise PromptError(f"a {prompt.kind.value} prompt on axis {ref.axis} does not fit this object's slice axis {axis}")
+        if isinstance(prompt, Box) and ref is None:
+            raise PromptError("slice2d takes 2D boxes on a slice, not 3D boxes")
+
+
+def _slice_prompts(prepared: PreparedVolume, axis: int, k: int, prompts: PromptSet) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Display-space clicks (N, 2) + labels (N,) and the latest box (4,) lying on slice k."""
+    view = prepared.view(axis)
+    on = [p for p in prompts.points if int(round(p.ijk[axis])) == k]
+    points = labels = box = None
+    if on:
+        points = np.array([view.point_to_display(p.ijk, prepared.shape) for p in on], dtype=np.float64)
+        labels = np.array([int(p.positive) for p in on], dtype=np.int64)
+    boxes = [b for b in prompts.boxes if b.slice is not None and b.slice.index == k]
+    if boxes:
+        b = boxes[-1]
+        r0, c0 = view.point_to_display(b.lo, prepared.shape)
+        r1, c1 = view.point_to_display(b.hi, prepared.shape)
+        box = np.array([min(r0, r1), min(c0, c1), max(r0, r1), max(c0, c1)], dtype=np.float64)
+    return points, labels, box

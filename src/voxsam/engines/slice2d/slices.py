@@ -1,0 +1,188 @@
+"""One slice in, one 2D mask out: intensity rule, display orientation, physical aspect, embedding cache.
+
+A slice of array axis `axis` is turned to display orientation (`transforms.slices`), mapped to [0, 1]
+(CT: [-500, 1000] HU window; MRI: the volume's 0.5–99.5 percentiles), resized so that its longest side
+is 256 model pixels with its aspect ratio in millimetres (a 0.7 × 5 mm coronal pixel is not square),
+zero-padded to 256² and encoded once; the embedding is cached (float16, least recently used dropped
+first within a memory budget). Prompts are given in display pixels (row, column).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from voxsam.errors import InvalidImageError
+from voxsam.io.volume import Volume
+from voxsam.transforms.slices import SliceView, slice_view
+
+SIZE = 256
+CT_WINDOW = (-500.0, 1000.0)
+EMBEDDING_BYTES = 256 * 64 * 64 * 2  # one float16 embedding
+
+
+@dataclass
+class SliceInput:
+    """Where a display slice (H, W) sits in the model input: resized to (h, w) at the top-left."""
+
+    shape: tuple[int, int]
+    resized: tuple[int, int]
+
+    def to_input(self, rc: np.ndarray) -> np.ndarray:
+        """(N, 2) display (row, column) -> (N, 2) model-input (x, y)."""
+        rc = np.asarray(rc, dtype=np.float64).reshape(-1, 2)
+        sy, sx = self.resized[0] / self.shape[0], self.resized[1] / self.shape[1]
+        return np.stack([rc[:, 1] * sx, rc[:, 0] * sy], axis=1)
+
+
+@dataclass
+class PreparedVolume:
+    """A volume ready for slice work: float32 image, intensity mapping, per-axis views, embedding cache."""
+
+    image: np.ndarray  # (X, Y, Z) float32
+    affine: np.ndarray
+    lo: float
+    hi: float
+    cache_bytes: int
+    views: dict[int, SliceView] = field(default_factory=dict)
+    embeddings: OrderedDict[tuple[int, int], Any] = field(default_factory=OrderedDict)
+    encoder_calls: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        s = self.image.shape
+        return (s[0], s[1], s[2])
+
+    def view(self, axis: int) -> SliceView:
+        if axis not in self.views:
+            self.views[axis] = slice_view(self.affine, axis)
+        return self.views[axis]
+
+
+def prepare_volume(volume: Volume, cache_mb: int) -> PreparedVolume:
+    """Channel 0 as float32 and its [0, 1] mapping (CT window, or MRI percentiles of a voxel sample)."""
+    if min(volume.shape) < 1 or sum(n >= 2 for n in volume.shape) < 3:
+        raise InvalidImageError(f"slice2d needs a 3D volume with at least 2 voxels along every axis, got shape {volume.shape}")
+    image = np.asarray(volume.channel(0), dtype=np.float32)
+    sample = image.ravel()[:: max(1, image.size // 2_000_000)]
+    sample = sample[np.isfinite(sample)]
+    is_ct = volume.modality == "CT" or (volume.modality is None and sample.size > 0 and float(np.percentile(sample, 1)) < -500)
+    if is_ct:
+        lo, hi = CT_WINDOW
+    else:
+        nonzero = sample[sample != 0]
+        pool = nonzero if nonzero.size else sample
+        lo, hi = (float(v) for v in np.percentile(pool, [0.5, 99.5])) if pool.size else (0.0, 1.0)
+    return PreparedVolume(image, np.asarray(volume.affine, dtype=np.float64), float(lo), float(hi), int(cache_mb) * 2**20)
+
+
+def model_input(prepared: PreparedVolume, axis: int, index: int) -> tuple[np.ndarray, SliceInput]:
+    """(3, 256, 256) float32 input of slice `index` and how the display slice sits in it."""
+    import torch
+    import torch.nn.functional as F
+
+    view = prepared.view(axis)
+    display = view.take(prepared.image, index)
+    scaled = (np.clip(np.nan_to_num(display), prepared.lo, prepared.hi) - prepared.lo) / max(prepared.hi - prepared.lo, 1e-6)
+    H, W = display.shape
+    height_mm, width_mm = H * view.spacing_rc[0], W * view.spacing_rc[1]
+    scale = SIZE / max(height_mm, width_mm)
+    h, w = max(1, min(SIZE, int(height_mm * scale + 0.5))), max(1, min(SIZE, int(width_mm * scale + 0.5)))
+    t = torch.from_numpy(np.ascontiguousarray(scaled, dtype=np.float32))[None, None]
+    resized = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False, antialias=h < H or w < W)[0, 0]
+    out = np.zeros((3, SIZE, SIZE), dtype=np.float32)
+    out[:, :h, :w] = resized.numpy()[None]
+    return out, SliceInput((H, W), (h, w))
+
+
+class SliceModel:
+    """A 2D SAM applied to display slices of a prepared volume (encoder cached per slice)."""
+
+    def __init__(self, model: Any, precision: str = "float32") -> None:
+        self.model = model
+        self.precision = precision
+
+    def embedding(self, prepared: PreparedVolume, axis: int, index: int) -> tuple[Any, SliceInput]:
+        """(1, 256, 64, 64) float32 embedding of a slice, from the cache or the encoder."""
+        import torch
+
+        key = (axis, index)
+        if key in prepared.embeddings:
+            prepared.embeddings.move_to_end(key)
+            emb, geom = prepared.embeddings[key]
+            return emb.float(), geom
+        image, geom = model_input(prepared, axis, index)
+        with torch.inference_mode():
+            tensor = torch.from_numpy(image)[None]
+            if self.precision == "bfloat16":
+                with torch.autocast(device_type=self.model.device.type, dtype=torch.bfloat16):
+                    emb = self.model.encode(tensor).float()
+            else:
+                emb = self.model.encode(tensor)
+        prepared.encoder_calls += 1
+        prepared.embeddings[key] = (emb.half(), geom)
+        while len(prepared.embeddings) * EMBEDDING_BYTES > prepared.cache_bytes and len(prepared.embeddings) > 1:
+            prepared.embeddings.popitem(last=False)
+        return emb, geom
+
+    def segment(
+        self,
+        prepared: PreparedVolume,
+        axis: int,
+        index: int,
+        points_rc: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        box_rc: np.ndarray | None = None,
+        mask: np.ndarray | None = None,
+        box_expand_px: float = 0.0,
+    ) -> tuple[np.ndarray, float]:
+        """Segment one display slice.
+
+        Args:
+            points_rc: (N, 2) display (row, column) clicks; labels (N,) 1 positive / 0 negative.
+            box_rc: (4,) display box (row0, col0, row1, col1), inclusive pixel indices.
+            mask: (H, W) bool display mask prompt (binary, as RadSAM feeds it).
+            box_expand_px: grow the box by this many model-input pixels per side.
+        Returns:
+            (H, W) bool display mask and the model's predicted IoU.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        emb, geom = self.embedding(prepared, axis, index)
+        kwargs: dict[str, Any] = {}
+        if points_rc is not None and len(points_rc):
+            xy = geom.to_input(points_rc)
+            kwargs["points"] = torch.tensor(xy, dtype=torch.float32)[None]
+            kwargs["labels"] = torch.tensor(np.asarray(labels, dtype=np.int64))[None]
+        if box_rc is not None:
+            corners = geom.to_input(np.array([[box_rc[0], box_rc[1]], [box_rc[2] + 1, box_rc[3] + 1]]))
+            corners = corners + np.array([[-box_expand_px, -box_expand_px], [box_expand_px, box_expand_px]])
+            corners = np.clip(corners, 0, [geom.resized[1], geom.resized[0]])
+            kwargs["boxes"] = torch.tensor(corners.reshape(1, 4), dtype=torch.float32)
+        if mask is not None:
+            t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
+            small = F.interpolate(t, size=geom.resized, mode="bilinear", align_corners=False)
+            dense = torch.zeros((1, 1, SIZE, SIZE))
+            dense[..., : geom.resized[0], : geom.resized[1]] = (small > 0.5).float()
+            kwargs["mask_input"] = dense
+        with torch.inference_mode():
+            low, iou = self.model.decode(emb, **kwargs)
+            h, w = geom.resized
+            logits = F.interpolate(low[:, :, :h, :w].float(), size=geom.shape, mode="bilinear", align_corners=False)
+        return (logits[0, 0] > 0).numpy(), float(iou[0, 0])
+
+
+def bbox_rc(mask: np.ndarray) -> np.ndarray | None:
+    """(4,) (row0, col0, row1, col1) inclusive bounding box of a 2D mask, or None when empty."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return np.array([rows[0], cols[0], rows[-1], cols[-1]], dtype=np.float64)
+
+
+def dice2d(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total

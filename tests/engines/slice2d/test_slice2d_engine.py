@@ -1,0 +1,122 @@
+"""slice2d propagation, editing and prompt rules with a deterministic stand-in model (no weights)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from tests.engines.slice2d.fake_sam2d import FakeSam2D  # noqa: E402
+from voxsam.engines.slice2d import Slice2DEngine  # noqa: E402
+from voxsam.errors import ConfigError, PromptError  # noqa: E402
+from voxsam.io.volume import Volume  # noqa: E402
+from voxsam.session import Session  # noqa: E402
+
+
+def _ball_volume(shape: tuple[int, int, int] = (48, 40, 30), centre: tuple[int, int, int] = (24, 20, 15), radius: float = 8.0) -> tuple[Volume, np.ndarray]:
+    grid = np.indices(shape).astype(float)
+    d = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, centre)))
+    ball = d <= radius
+    image = np.where(ball, 100.0, 0.0).astype(np.float32) + 1.0
+    image[0, 0, 0] = 0.0
+    return Volume(image, np.diag([1.0, 1.0, 2.0, 1.0]), modality="MR"), ball
+
+
+def _engine(**options: object) -> Slice2DEngine:
+    options.setdefault("min_area_px", 1)  # the ball's one-pixel tips count as object
+    return Slice2DEngine(model=FakeSam2D(), **options)
+
+
+def test_one_click_propagates_both_ways_until_the_object_ends() -> None:
+    vol, ball = _ball_volume()
+    s = Session(vol, _engine())
+    s.add_point((24, 20, 15), axis=2, propagate=False)
+    run = s.propagate()
+    order = [k for k, _ in run]
+    assert run.axis == 2 and order[0] == 15
+    assert order[1:3] in ([14, 16], [16, 14])  # both directions interleaved
+    z = np.flatnonzero(ball.any(axis=(0, 1)))
+    assert sorted(order) == list(range(z.min(), z.max() + 1))
+    dice = 2 * (s.mask.astype(bool) & ball).sum() / (s.mask.sum() + ball.sum())
+    assert dice > 0.9
+
+
+def test_a_3d_click_uses_the_acquisition_axis() -> None:
+    vol, ball = _ball_volume()
+    s = Session(vol, _engine())
+    s.add_point((24, 20, 15), propagate=False)  # spacing 1, 1, 2 mm: slices along axis 2
+    assert s.propagate().axis == 2
+
+
+def test_box_and_painted_mask_start_slices() -> None:
+    vol, ball = _ball_volume()
+    s = Session(vol, _engine())
+    mask = s.add_box((14, 10, 15), (34, 30, 15), axis=2)
+    assert (mask.astype(bool) & ball).sum() > 0.9 * ball.sum()
+    s2 = Session(vol, _engine())
+    painted = ball[:, :, 15]
+    m2 = s2.set_slice_mask(2, 15, painted)
+    np.testing.assert_array_equal(m2[:, :, 15].astype(bool), painted)
+    assert m2[:, :, 10].any()
+
+
+def test_editing_a_mask_from_elsewhere_relocks_and_stops_where_old_agrees() -> None:
+    vol, ball = _ball_volume()
+    model = FakeSam2D()
+    s = Session(vol, Slice2DEngine(model=model, min_area_px=1))
+    start = ball.copy()
+    start[:, :, 15] = False  # a hole on one slice
+    s.set_mask(start)
+    calls_before = len(model.decode_calls)
+    s.add_point((24, 20, 15), axis=2)
+    out = s.mask.astype(bool)
+    assert out[:, :, 15].sum() > 0.9 * ball[:, :, 15].sum()
+    # the re-propagation stops after two agreeing slices per side: at most 1 + 2 + 2 decodes
+    assert len(model.decode_calls) - calls_before <= 5
+    np.testing.assert_array_equal(out[:, :, :12], ball[:, :, :12])
+
+
+def test_painted_correction_is_locked_and_undoable() -> None:
+    vol, ball = _ball_volume()
+    s = Session(vol, _engine())
+    s.add_point((24, 20, 15), axis=2)
+    first = s.mask.copy()
+    fix = np.zeros(vol.shape[:2], bool)
+    fix[20:28, 16:24] = True
+    s.set_slice_mask(2, 15, fix)
+    np.testing.assert_array_equal(s.mask[:, :, 15].astype(bool), fix)
+    s.undo()
+    np.testing.assert_array_equal(s.mask, first)
+
+
+def test_bad_prompts_and_volumes() -> None:
+    vol, _ = _ball_volume()
+    s = Session(vol, _engine())
+    with pytest.raises(PromptError, match="does not take box prompts"):
+        s.add_box((14, 10, 12), (34, 30, 18))
+    s.add_point((24, 20, 15), axis=2)
+    with pytest.raises(PromptError, match="axis 0 does not fit"):
+        s.add_point((24, 20, 15), axis=0)
+    with pytest.raises(PromptError, match="negative clicks alone"):
+        Session(vol, _engine()).add_point((24, 20, 15), positive=False, axis=2)
+    with pytest.raises(PromptError, match="empty"):
+        Session(vol, _engine()).set_slice_mask(2, 3, np.zeros(vol.shape[:2], bool))
+    with pytest.raises(PromptError, match="outside"):
+        Session(vol, _engine()).set_slice_mask(2, 30, np.ones(vol.shape[:2], bool))
+    flat = Volume(np.ones((20, 20, 1), np.float32), np.eye(4))
+    with pytest.raises(Exception, match="at least 2 voxels|single slice"):
+        Session(flat, _engine()).add_point((5, 5, 0), axis=2)
+    with pytest.raises(ConfigError, match="propagation_prompt"):
+        _engine(propagation_prompt="logits")
+
+
+def test_only_visited_slices_are_encoded_once() -> None:
+    vol, ball = _ball_volume()
+    model = FakeSam2D()
+    s = Session(vol, Slice2DEngine(model=model, min_area_px=1))
+    s.add_point((24, 20, 15), axis=2)
+    z = np.flatnonzero(ball.any(axis=(0, 1)))
+    visited = len(z) + 2  # the object's slices plus the empty slice that ends each direction
+    assert model.encode_calls == visited
+    s.add_point((24, 20, 15), axis=2, positive=True)
+    assert model.encode_calls == visited  # cached
