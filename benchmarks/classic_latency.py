@@ -30,11 +30,11 @@ def phantom(size: int = 192, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     body = (((g[0] - c) / (0.45 * size)) ** 2 + ((g[1] - c) / (0.4 * size)) ** 2) <= 1.0
     img = np.where(body, 20.0, -80.0).astype(np.float32)
     target = np.zeros(img.shape, dtype=bool)
-    organs = [((c, c, c), (38, 30, 44), 100.0)]  # the target, centred
+    organs: list[tuple[tuple[float, ...], tuple[float, ...], float]] = [((c, c, c), (38, 30, 44), 100.0)]  # the target
     for _ in range(8):
-        centre = rng.uniform(0.2 * size, 0.8 * size, 3)
-        radii = rng.uniform(8, 22, 3)
-        organs.append((tuple(centre), tuple(radii), float(rng.uniform(40, 120))))
+        at = rng.uniform(0.2 * size, 0.8 * size, 3)
+        semi_axes = rng.uniform(8, 22, 3)
+        organs.append((tuple(at), tuple(semi_axes), float(rng.uniform(40, 120))))
     for i, (centre, radii, value) in enumerate(organs):
         inside = sum(((g[a] - centre[a]) / radii[a]) ** 2 for a in range(3)) <= 1.0
         if i == 0:
@@ -48,25 +48,32 @@ def phantom(size: int = 192, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def measure(method: str, clicks: int, image: np.ndarray, target: np.ndarray, **options: float) -> dict:
+    from voxsam.engines.base import Prediction
     from voxsam.engines.classic import ClassicEngine
     from voxsam.evaluation.metrics import dice
     from voxsam.evaluation.protocols import center
     from voxsam.io.volume import Volume
+    from voxsam.prompts import Point, PromptSet
     from voxsam.session import Session
 
     volume = Volume(image, np.eye(4))
     # the first click is the target's centre (voxel 95 or 96); ± 63.5 mm around it is a 128³ ROI
-    engine = ClassicEngine(method=method, margin_mm=63.5, **options)
+    engine = ClassicEngine(None, method=method, margin_mm=63.5, **options)
     session = Session(volume, engine)
     result = center(session, target, clicks, seed=0)
     shapes = []
-    # replay the prompts one by one to read each click's ROI (engine state) without timing it
-    replay = Session(volume, ClassicEngine(method=method, margin_mm=63.5, **options))
+    # replay the prompts one by one on the engine to read each click's ROI (its state) without timing it
+    replay = ClassicEngine(None, method=method, margin_mm=63.5, **options)
+    prepared = replay.prepare(volume)
+    prompts = PromptSet()
+    previous: Prediction | None = None
     for p in result.prompts:
         if p is None:
             break
-        replay.add_point(tuple(p["ijk"]), positive=p["positive"])
-        st = replay._objects[1].prediction.state
+        i, j, k = (float(v) for v in p["ijk"])
+        prompts, _ = prompts.with_prompt(Point((i, j, k), bool(p["positive"])))
+        previous = replay.predict(prepared, prompts, previous)
+        st = previous.state
         lo, hi = st["roi"]
         shapes.append({"roi": [int(b - a) for a, b in zip(lo, hi)], "work": list(st["work_shape"])})
     secs = [s for s, p in zip(result.seconds, result.prompts) if p is not None]

@@ -1,4 +1,8 @@
-"""The training-free `classic` engine on tiny synthetic volumes."""
+"""The training-free `classic` engine on tiny synthetic volumes, through a `Session` (end to end).
+
+Unit tests of the package's parts (options, slice prompts, region, grid, seeds, solvers) are in
+tests/engines/classic/.
+"""
 from __future__ import annotations
 
 import time
@@ -7,10 +11,12 @@ import numpy as np
 import pytest
 
 from voxsam.engines import create_engine
-from voxsam.engines.classic import ClassicEngine, _working_shape
+from voxsam.engines.classic import ClassicEngine
+from voxsam.engines.classic.grid import working_shape
 from voxsam.errors import ConfigError, PromptError
 from voxsam.evaluation.metrics import dice
 from voxsam.io.volume import Volume
+from voxsam.prompts import Point, PromptSet
 from voxsam.session import Session
 
 
@@ -95,30 +101,31 @@ def test_large_roi_is_resampled_and_fast():
     rng = np.random.default_rng(2)
     vol = volume(100.0 * target + rng.normal(0, 10, shape))
     engine = ClassicEngine(margin_mm=64.0)
-    s = Session(vol, engine)
+    prepared = engine.prepare(vol)
     t = time.perf_counter()
-    mask = s.add_point((80, 75, 70)).astype(bool)
+    prediction = engine.predict(prepared, PromptSet((Point((80.0, 75.0, 70.0)),)), None)
     seconds = time.perf_counter() - t
-    work = s._objects[1].prediction.state["work_shape"]
+    mask, work = prediction.mask, prediction.state["work_shape"]
     assert np.prod(work) <= 128**3
     assert dice(mask, target) > 0.9
     assert seconds < 10.0  # generous for CI; benchmarks/classic_latency.py measures the real number
 
 
 def test_working_shape():
-    assert _working_shape((50, 60, 70), np.ones(3), 128**3) == (50, 60, 70)
-    w = _working_shape((256, 256, 40), np.array([0.8, 0.8, 5.0]), 64**3)
+    assert working_shape((50, 60, 70), np.ones(3), 128**3) == (50, 60, 70)
+    w = working_shape((256, 256, 40), np.array([0.8, 0.8, 5.0]), 64**3)
     assert np.prod(w) <= 64**3 and w[2] == 40  # the coarse axis is kept, the fine ones shrink
 
 
 def test_registry_options_and_errors(two_blobs):
     assert isinstance(create_engine("classic"), ClassicEngine)
-    assert ClassicEngine.name == "classic" and ClassicEngine.supports == frozenset({"point", "box"})
+    assert ClassicEngine.name == "classic"
+    assert ClassicEngine().supports == {"point", "box", "slice_point", "slice_box"}
     with pytest.raises(ConfigError):
         ClassicEngine(method="magic")
     with pytest.raises(ConfigError):
         ClassicEngine(margin_mm=-1)
-    with pytest.raises(TypeError):
+    with pytest.raises(ConfigError, match="checkpoint"):
         create_engine("classic", checkpoint="x.pt")
     vol, _, _ = two_blobs
     with pytest.raises(PromptError):
@@ -132,3 +139,35 @@ def test_prepare_caches_a_float_image_and_handles_channels(two_blobs):
     prep = engine.prepare(four)
     assert prep.image.dtype == np.float32 and prep.image.shape == vol.shape
     assert np.allclose(prep.spacing, (1.0, 1.0, 1.5))
+
+
+def test_2d_prompts_through_the_session(two_blobs):
+    vol, a, _ = two_blobs
+    k = 15
+    nz = np.argwhere(a[:, :, k])
+    lo, hi = nz.min(axis=0), nz.max(axis=0)
+    flat = Session(vol, "classic").add_box((lo[0], lo[1], k), (hi[0], hi[1], k))
+    on_slice = Session(vol, "classic").add_box((lo[0], lo[1], k), (hi[0], hi[1], k), axis=2)
+    assert np.array_equal(flat, on_slice)
+    click = Session(vol, "classic").add_point((15, 22, 15))
+    assert np.array_equal(click, Session(vol, "classic").add_point((15, 22, 15), axis=2))
+
+
+def test_undo_redo_with_the_engine_regions(two_blobs):
+    """The session stores differences only inside `Prediction.region`: undo and redo must give back every
+    mask exactly, also after a mask the engine did not make."""
+    vol, a, b = two_blobs
+    s = Session(vol, ClassicEngine(margin_mm=12.0))
+    masks = [s.mask.copy()]
+    masks.append(s.add_point((15, 22, 15)).copy())
+    masks.append(s.add_point((35, 22, 15)).copy())  # the ROI grows to the second blob
+    masks.append(s.add_point((15, 22, 15), positive=False).copy())
+    masks.append(s.set_mask(b | a).copy())  # a foreign mask: no ROI in the engine state
+    masks.append(s.add_point((35, 22, 15)).copy())
+    assert not np.array_equal(masks[-1], masks[-2])
+    for expected in reversed(masks[:-1]):
+        assert s.undo()
+        assert np.array_equal(s.mask, expected)
+    for expected in masks[1:]:
+        assert s.redo()
+        assert np.array_equal(s.mask, expected)
