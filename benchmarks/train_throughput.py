@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from voxsam.training.config import build_config, load_config
+    from voxsam.training.config import Sam3DTrainConfig
+    from voxsam.training.load import build_config, load_config
     from voxsam.training.trainer import train
 
     with tempfile.TemporaryDirectory(prefix="voxsam_bench_train_") as tmp:
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
             raw = {"model": {"preset": args.preset},
                    "data": {"cache_dir": str(tmp_path / "cache"), "sources": [{"name": "procedural", "path": str(data)}]}}
             cfg = build_config(raw, overrides)
+        if not isinstance(cfg, Sam3DTrainConfig):
+            raise SystemExit(f"{args.config}: a {cfg.family} config; this benchmark measures the sam3d recipe")
         t0 = time.monotonic()
         train(cfg)
         wall = time.monotonic() - t0

@@ -1,5 +1,6 @@
 """What a training run has done so far, from its `metrics.jsonl`: steps, samples, hours, throughput, and
-the training loss / Dice (first and last interaction round) early and late in the run.
+the training loss and the family's metrics (sam3d: Dice of the first and last interaction round) early and
+late in the run.
 
     python benchmarks/training_summary.py runs/sam3d_small [--window 200] [--json OUT]
 
@@ -30,12 +31,22 @@ def load_steps(run: Path) -> list[dict]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def _window_means(rows: list[dict]) -> dict[str, float]:
-    return {key: round(statistics.fmean(r[key] for r in rows), 4) for key in ("loss", "dice_first", "dice_last")}
+# what the loop logs for every family; the other keys of a line are the family's metrics
+_LOOP_KEYS = {"step", "loss", "grad_norm", "lr", "seconds", "samples_per_s", "elapsed_s", "world"}
+_LABELS = {"loss": "loss", "dice_first": "Dice, round 1", "dice_last": "Dice, last round"}
+
+
+def _metric_keys(rows: list[dict]) -> list[str]:
+    return ["loss", *[k for k in rows[-1] if k not in _LOOP_KEYS]]
+
+
+def _window_means(rows: list[dict], keys: list[str]) -> dict[str, float]:
+    return {key: round(statistics.fmean(r[key] for r in rows if key in r), 4) for key in keys}
 
 
 def summarise(rows: list[dict], window: int) -> dict:
     samples = [r["samples_per_s"] * r["seconds"] for r in rows]
+    keys = _metric_keys(rows)
     seconds = sum(r["seconds"] for r in rows)
     return {
         "steps": rows[-1]["step"],
@@ -45,8 +56,8 @@ def summarise(rows: list[dict], window: int) -> dict:
         "median_samples_per_s": round(statistics.median(r["samples_per_s"] for r in rows), 3),
         "lr_now": rows[-1]["lr"],
         "window": window,
-        "first_window": _window_means(rows[:window]),
-        "last_window": _window_means(rows[-window:]),
+        "first_window": _window_means(rows[:window], keys),
+        "last_window": _window_means(rows[-window:], keys),
     }
 
 
@@ -54,13 +65,13 @@ def markdown(s: dict) -> str:
     lines = [
         f"- steps: {s['steps']} ({s['samples']} training samples), {s['train_hours']} h of training steps, "
         f"median {s['median_samples_per_s']} samples/s; learning rate now {s['lr_now']:.3g}",
-        f"| training steps (mean of {s['window']}) | loss | Dice, round 1 | Dice, last round |",
-        "|---|---:|---:|---:|",
+        f"| training steps (mean of {s['window']}) | {' | '.join(_LABELS.get(k, k) for k in s['last_window'])} |",
+        "|---|" + "---:|" * len(s["last_window"]),
     ]
     for name in ("first_window", "last_window"):
         w = s[name]
         label = "first" if name == "first_window" else "last"
-        lines.append(f"| {label} | {w['loss']:.3f} | {w['dice_first']:.3f} | {w['dice_last']:.3f} |")
+        lines.append(f"| {label} | {' | '.join(f'{v:.3f}' for v in w.values())} |")
     return "\n".join(lines)
 
 

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from voxsam.errors import ConfigError
-from voxsam.training.config import build_config, load_config, parse_override
+from voxsam.training.config import parse_override
+from voxsam.training.load import build_config, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,3 +70,14 @@ def test_missing_and_broken_files(tmp_path):
     bad.write_text("model: [unclosed")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(bad)
+
+
+def test_configs_and_checkpoint_configs_without_a_family_are_sam3d(tiny_config_dict):
+    from voxsam.training.config import Sam3DTrainConfig
+
+    cfg = build_config(tiny_config_dict)
+    assert isinstance(cfg, Sam3DTrainConfig) and cfg.family == "sam3d"
+    saved = cfg.to_dict()
+    assert list(saved)[:2] == ["family", "model"] and list(saved)[-2:] == ["optim", "run"]
+    before_families = {k: v for k, v in saved.items() if k != "family"}  # what older checkpoints hold
+    assert build_config(before_families) == cfg == build_config(saved)

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import oblique_affine
 from voxsam.errors import DatasetError
-from voxsam.training.config import build_config
+from voxsam.training.load import build_config
 from voxsam.training.data import GRID_PAD, TrainSamples, build_table, crop_padded, list_cases, prepare_cache
 from voxsam.transforms.crop import CropGrid, canonical_grid_affine, sample_into
 from voxsam.transforms.geometry import apply_affine

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from voxsam.errors import CheckpointError, ConfigError
-from voxsam.training.config import build_config
+from voxsam.training.load import build_config
 from voxsam.training.trainer import lr_factor, train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -163,7 +163,9 @@ def test_init_from_a_released_style_checkpoint(tiny_config_dict, tmp_path):
 
     from voxsam.models.sam3d import build_sam3d
     from voxsam.models.sam3d.build import BOX_PROMPT_KEYS
-    from voxsam.training.trainer import _build_model
+    from voxsam.training.sam3d_family import Sam3DFamily
+
+    _build_model = Sam3DFamily().build
 
     torch.manual_seed(42)
     donor = build_sam3d("tiny", image_size=32)

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # click usage errors arrive here when standalone_mode is off
         click_exception, abort = _click_exception_types()
         if isinstance(exc, click_exception):
-            exc.show()
+            exc.show()  # type: ignore[attr-defined]  # a click ClickException
             sys.exit(2)
         if isinstance(exc, abort):
             sys.exit(1)

@@ -1,2 +1,3 @@
-"""Training of the promptable models (sam3d): data pipeline, label-map synthesis, simulated interaction,
-resumable and distributed loop. Entry point: `voxsam train CONFIG.yaml [key.path=value ...]`."""
+"""Training of the promptable models: a family-agnostic, resumable and distributed loop (`trainer`) driven by
+model families (`family`, `registry`; built in: sam3d - data pipeline, label-map synthesis, simulated
+interaction). Entry point: `voxsam train CONFIG.yaml [key.path=value ...]`."""

@@ -46,40 +46,40 @@ class AugmentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(True, description="False: `augment` returns unchanged copies.")
+    enabled: bool = Field(default=True, description="False: `augment` returns unchanged copies.")
     flip_prob: tuple[Probability, Probability, Probability] = Field(
-        (0.5, 0.5, 0.5), description="Chance of a flip along each axis (X, Y, Z)."
+        default=(0.5, 0.5, 0.5), description="Chance of a flip along each axis (X, Y, Z)."
     )
-    affine_prob: Probability = Field(0.5, description="Chance of the random affine.")
+    affine_prob: Probability = Field(default=0.5, description="Chance of the random affine.")
     rotate_deg: float = Field(
-        10.0, ge=0.0, le=45.0, description="Max rotation about each axis, degrees (uniform in [-r, r])."
+        default=10.0, ge=0.0, le=45.0, description="Max rotation about each axis, degrees (uniform in [-r, r])."
     )
     scale_range: tuple[float, float] = Field(
-        (0.85, 1.15), description="Range of the scale factor per axis (1 = none); lo > 0."
+        default=(0.85, 1.15), description="Range of the scale factor per axis (1 = none); lo > 0."
     )
     translate_vox: float = Field(
-        5.0, ge=0.0, description="Max translation along each axis, voxels (uniform in [-t, t])."
+        default=5.0, ge=0.0, description="Max translation along each axis, voxels (uniform in [-t, t])."
     )
     min_kept_fraction: Probability = Field(
-        0.5, description="Drop the affine if it leaves less than this fraction of the target's voxels."
+        default=0.5, description="Drop the affine if it leaves less than this fraction of the target's voxels."
     )
-    intensity_scale_prob: Probability = Field(0.3, description="Chance of a multiplicative intensity scale.")
+    intensity_scale_prob: Probability = Field(default=0.3, description="Chance of a multiplicative intensity scale.")
     intensity_scale_range: tuple[float, float] = Field(
-        (-0.1, 0.1), description="Range of f in image * (1 + f); lo > -1 keeps the sign of every voxel."
+        default=(-0.1, 0.1), description="Range of f in image * (1 + f); lo > -1 keeps the sign of every voxel."
     )
-    intensity_shift_prob: Probability = Field(0.3, description="Chance of an additive intensity shift.")
+    intensity_shift_prob: Probability = Field(default=0.3, description="Chance of an additive intensity shift.")
     intensity_shift_range: tuple[float, float] = Field(
-        (-0.1, 0.1), description="Range of the shift as a fraction of the std of voxels > 0."
+        default=(-0.1, 0.1), description="Range of the shift as a fraction of the std of voxels > 0."
     )
-    gamma_prob: Probability = Field(0.3, description="Chance of a gamma on the voxels > 0.")
-    gamma_range: tuple[float, float] = Field((0.7, 1.5), description="Range of the gamma exponent; lo > 0.")
-    blur_prob: Probability = Field(0.2, description="Chance of a Gaussian blur.")
+    gamma_prob: Probability = Field(default=0.3, description="Chance of a gamma on the voxels > 0.")
+    gamma_range: tuple[float, float] = Field(default=(0.7, 1.5), description="Range of the gamma exponent; lo > 0.")
+    blur_prob: Probability = Field(default=0.2, description="Chance of a Gaussian blur.")
     blur_sigma_range: tuple[float, float] = Field(
-        (0.5, 1.0), description="Range of the blur sigma per axis, voxels."
+        default=(0.5, 1.0), description="Range of the blur sigma per axis, voxels."
     )
-    noise_prob: Probability = Field(0.2, description="Chance of additive Gaussian noise.")
+    noise_prob: Probability = Field(default=0.2, description="Chance of additive Gaussian noise.")
     noise_std: float = Field(
-        0.05, ge=0.0, description="Max noise std as a fraction of the std of voxels > 0 (drawn in [0, max])."
+        default=0.05, ge=0.0, description="Max noise std as a fraction of the std of voxels > 0 (drawn in [0, max])."
     )
 
     @field_validator("intensity_shift_range")
@@ -183,7 +183,10 @@ def _random_affine_matrix(seed: int, shape: tuple[int, ...], cfg: AugmentConfig)
     )
     grid.set_random_state(seed=seed)
     grid(spatial_size=shape, randomize=True, lazy=True)  # lazy: only the matrix, no grid
-    return _to_numpy(grid.get_transformation_matrix()).astype(np.float64)
+    matrix = grid.get_transformation_matrix()
+    if matrix is None:  # only before a call; the call above always sets it
+        raise RuntimeError("RandAffineGrid drew no affine matrix")
+    return _to_numpy(matrix).astype(np.float64)
 
 
 def _torch_theta(matrix: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -205,15 +208,18 @@ def _intensity(img: np.ndarray, seeds: list[int], cfg: AugmentConfig) -> np.ndar
 
     zero = img == 0
     scale = RandScaleIntensity(factors=cfg.intensity_scale_range, prob=cfg.intensity_scale_prob)
-    img = _to_numpy(scale.set_random_state(seed=seeds[0])(img))
+    scale.set_random_state(seed=seeds[0])  # (returns the transform typed as a bare Randomizable)
+    img = _to_numpy(scale(img))
     s = _positive_std(img)
     lo, hi = cfg.intensity_shift_range
     shift = RandShiftIntensity(offsets=(lo * s, hi * s), prob=cfg.intensity_shift_prob)
-    img = _to_numpy(shift.set_random_state(seed=seeds[1])(img))
+    shift.set_random_state(seed=seeds[1])
+    img = _to_numpy(shift(img))
     img = _gamma_positive(img, seeds[2], cfg)
     img = _blur(img, seeds[3], cfg)
     noise = RandGaussianNoise(prob=cfg.noise_prob, std=cfg.noise_std * s)
-    img = np.array(_to_numpy(noise.set_random_state(seed=seeds[4])(img)), dtype=np.float32)
+    noise.set_random_state(seed=seeds[4])
+    img = np.array(_to_numpy(noise(img)), dtype=np.float32)
     img[zero] = 0.0
     return img
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from torch.utils.data import Dataset
 
 from voxsam.errors import DatasetError, VoxsamError
 from voxsam.training.config import DataSection, SourceSection
@@ -272,7 +273,7 @@ def sample_seed(seed: int, index: int, *salt: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(index), *salt])
 
 
-class TrainSamples:
+class TrainSamples(Dataset[dict[str, Any]]):
     """Map-style dataset: `self[i]` -> {"image": (1,S,S,S) float32, "target": (1,S,S,S) float32, "info": str}."""
 
     def __init__(self, table: TargetTable, config: DataSection, seed: int, augment: bool = True) -> None:

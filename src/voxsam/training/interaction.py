@@ -14,6 +14,7 @@ so a sample gets the same clicks whatever the batch size or number of processes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from torch import Tensor, nn
 
 from voxsam.training.config import InteractionSection
 from voxsam.training.upsample import upsample_trilinear
+
+if TYPE_CHECKING:  # pragma: no cover
+    from voxsam.models.sam3d import Sam3D
 
 
 @dataclass(frozen=True)
@@ -126,39 +130,46 @@ def hard_iou(pred: Tensor, target: Tensor) -> Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
-class InteractiveLoss(nn.Module):
-    """Wraps a `Sam3D` so that one `forward` runs a whole simulated interaction (one DDP forward per step)."""
+def interactive_loss(model: Sam3D, cfg: InteractionSection, image: Tensor, target: Tensor, plan: StepPlan,
+                     gens: list[torch.Generator]) -> tuple[Tensor, dict[str, float]]:
+    """One simulated interaction on a batch. image (B,1,S,S,S) z-normalised; target (B,1,S,S,S) float 0/1.
 
-    def __init__(self, model: nn.Module, cfg: InteractionSection) -> None:
+    Returns (loss summed over rounds, {"dice_first", "dice_last"}: mean hard Dice of the first/last round)."""
+    gt = target > 0.5
+    emb = model.encode(image)
+    b = image.shape[0]
+    n4 = model.config.mask_size
+    prev_low = torch.zeros((b, 1, n4, n4, n4), device=image.device, dtype=emb.dtype)
+    points = torch.zeros((b, 0, 3), device=image.device)
+    labels = torch.zeros((b, 0), dtype=torch.int64, device=image.device)
+    boxes = jittered_boxes(gt, gens, cfg.box_jitter) if plan.box_start else None
+    pred: Tensor | None = None
+    total = image.new_zeros(())
+    dices: list[float] = []
+    for r in range(cfg.rounds):
+        if not (r == 0 and boxes is not None) and not plan.mask_only[r]:
+            p, lab = click_in(gt, pred, gens)
+            points, labels = torch.cat([points, p], 1), torch.cat([labels, lab], 1)
+        low, iou = model.decode(emb, points if points.shape[1] else None, labels if points.shape[1] else None,
+                                mask_input=prev_low, boxes=boxes)
+        logits = upsample_trilinear(low.float(), model.config.image_size)
+        pred = logits.detach() > 0
+        pred_f = pred.float()
+        real_iou = hard_iou(pred_f, target)
+        total = total + dice_ce(logits, target) + cfg.iou_loss_weight * nn.functional.mse_loss(iou[:, 0].float(), real_iou)
+        dices.append(float(hard_dice(pred_f, target).mean()))
+        prev_low = low.detach()
+    return total, {"dice_first": dices[0], "dice_last": dices[-1]}
+
+
+class InteractiveLoss(nn.Module):
+    """Wraps a `Sam3D` so that one `forward` runs a whole simulated interaction (`interactive_loss`)."""
+
+    def __init__(self, model: Sam3D, cfg: InteractionSection) -> None:
         super().__init__()
         self.model = model
         self.cfg = cfg
 
     def forward(self, image: Tensor, target: Tensor, plan: StepPlan, gens: list[torch.Generator]) -> tuple[Tensor, dict[str, float]]:
         """Args: image (B,1,S,S,S) z-normalised; target (B,1,S,S,S) float 0/1. Returns (loss, stats)."""
-        model, cfg = self.model, self.cfg
-        gt = target > 0.5
-        emb = model.encode(image)
-        b = image.shape[0]
-        n4 = model.config.mask_size
-        prev_low = torch.zeros((b, 1, n4, n4, n4), device=image.device, dtype=emb.dtype)
-        points = torch.zeros((b, 0, 3), device=image.device)
-        labels = torch.zeros((b, 0), dtype=torch.int64, device=image.device)
-        boxes = jittered_boxes(gt, gens, cfg.box_jitter) if plan.box_start else None
-        pred: Tensor | None = None
-        total = image.new_zeros(())
-        dices: list[float] = []
-        for r in range(cfg.rounds):
-            if not (r == 0 and boxes is not None) and not plan.mask_only[r]:
-                p, lab = click_in(gt, pred, gens)
-                points, labels = torch.cat([points, p], 1), torch.cat([labels, lab], 1)
-            low, iou = model.decode(emb, points if points.shape[1] else None, labels if points.shape[1] else None,
-                                    mask_input=prev_low, boxes=boxes)
-            logits = upsample_trilinear(low.float(), model.config.image_size)
-            pred = logits.detach() > 0
-            pred_f = pred.float()
-            real_iou = hard_iou(pred_f, target)
-            total = total + dice_ce(logits, target) + cfg.iou_loss_weight * nn.functional.mse_loss(iou[:, 0].float(), real_iou)
-            dices.append(float(hard_dice(pred_f, target).mean()))
-            prev_low = low.detach()
-        return total, {"dice_first": dices[0], "dice_last": dices[-1]}
+        return interactive_loss(self.model, self.cfg, image, target, plan, gens)

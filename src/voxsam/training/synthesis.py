@@ -47,42 +47,42 @@ class SynthConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mean_range: tuple[float, float] = Field(
-        (10.0, 240.0), description="Range of each class's mean intensity (uniform), arbitrary units >= 0."
+        default=(10.0, 240.0), description="Range of each class's mean intensity (uniform), arbitrary units >= 0."
     )
     std_range: tuple[float, float] = Field(
-        (1.0, 25.0), description="Range of each class's within-tissue std (uniform), same units as the mean."
+        default=(1.0, 25.0), description="Range of each class's within-tissue std (uniform), same units as the mean."
     )
     share_prob: Probability = Field(
-        0.1, description="Chance that a label reuses another label's class (similar tissues look alike)."
+        default=0.1, description="Chance that a label reuses another label's class (similar tissues look alike)."
     )
     background_zero_prob: Probability = Field(
-        0.5, description="Chance that background (label 0) is exactly 0 instead of a random class."
+        default=0.5, description="Chance that background (label 0) is exactly 0 instead of a random class."
     )
-    blur_prob: Probability = Field(0.8, description="Chance of the partial-volume Gaussian blur.")
+    blur_prob: Probability = Field(default=0.8, description="Chance of the partial-volume Gaussian blur.")
     blur_sigma_mm_range: tuple[float, float] = Field(
-        (0.3, 1.2), description="Range of the partial-volume blur sigma, mm (divided by spacing for voxels)."
+        default=(0.3, 1.2), description="Range of the partial-volume blur sigma, mm (divided by spacing for voxels)."
     )
-    lowres_prob: Probability = Field(0.4, description="Chance of simulating thick slices along one random axis.")
+    lowres_prob: Probability = Field(default=0.4, description="Chance of simulating thick slices along one random axis.")
     slice_thickness_mm_range: tuple[float, float] = Field(
-        (2.5, 7.0), description="Range of the simulated slice thickness, mm; no effect when <= the spacing."
+        default=(2.5, 7.0), description="Range of the simulated slice thickness, mm; no effect when <= the spacing."
     )
-    bias_prob: Probability = Field(0.8, description="Chance of a multiplicative smooth bias field.")
+    bias_prob: Probability = Field(default=0.8, description="Chance of a multiplicative smooth bias field.")
     bias_grid_size: int = Field(
-        4, ge=2, le=16, description="Side of the random log-gain grid that is upsampled to the crop."
+        default=4, ge=2, le=16, description="Side of the random log-gain grid that is upsampled to the crop."
     )
     bias_std_range: tuple[float, float] = Field(
-        (0.0, 0.3), description="Range of the std of the log-gains (0.3 gives gains of about x0.75-x1.35)."
+        default=(0.0, 0.3), description="Range of the std of the log-gains (0.3 gives gains of about x0.75-x1.35)."
     )
-    gamma_prob: Probability = Field(0.8, description="Chance of a gamma on the [0, 1]-normalised image.")
+    gamma_prob: Probability = Field(default=0.8, description="Chance of a gamma on the [0, 1]-normalised image.")
     gamma_log_std: float = Field(
-        0.3, ge=0.0, le=2.0, description="Std of log(gamma); gamma = exp(N(0, gamma_log_std))."
+        default=0.3, ge=0.0, le=2.0, description="Std of log(gamma); gamma = exp(N(0, gamma_log_std))."
     )
-    noise_prob: Probability = Field(0.8, description="Chance of additive Gaussian noise.")
+    noise_prob: Probability = Field(default=0.8, description="Chance of additive Gaussian noise.")
     noise_std_range: tuple[float, float] = Field(
-        (0.0, 0.05), description="Range of the noise std relative to the [0, 1]-normalised image."
+        default=(0.0, 0.05), description="Range of the noise std relative to the [0, 1]-normalised image."
     )
     max_intensity_range: tuple[float, float] = Field(
-        (100.0, 1000.0), description="Range of the output maximum (the image is rescaled to it)."
+        default=(100.0, 1000.0), description="Range of the output maximum (the image is rescaled to it)."
     )
 
     @field_validator(

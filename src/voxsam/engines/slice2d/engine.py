@@ -70,7 +70,8 @@ class Slice2DEngine(Engine):
     def propagation_axis(self, prepared: Any, prompts: PromptSet, change: Change | None = None) -> int:
         if self.options.axis is not None:
             return int(self.options.axis)
-        for prompt in (*prompts.slice_masks, *prompts.boxes, *prompts.points):
+        every: list[Point | Box | SliceMask] = [*prompts.slice_masks, *prompts.boxes, *prompts.points]
+        for prompt in every:
             ref = prompt.slice
             if ref is not None:
                 return ref.axis
@@ -219,7 +220,8 @@ def _anchor_slice(prompts: PromptSet, change: Change | None, axis: int) -> int:
 def _check_axis(prompts: PromptSet, axis: int, shape: tuple[int, int, int]) -> None:
     if shape[axis] < 2:
         raise PromptError(f"axis {axis} has a single slice: nothing to propagate over")
-    for prompt in (*prompts.points, *prompts.boxes, *prompts.slice_masks):
+    every: list[Point | Box | SliceMask] = [*prompts.points, *prompts.boxes, *prompts.slice_masks]
+    for prompt in every:
         ref = prompt.slice
         if ref is not None and ref.axis != axis:
             raise PromptError(f"a {prompt.kind.value} prompt on axis {ref.axis} does not fit this object's slice axis {axis}")
