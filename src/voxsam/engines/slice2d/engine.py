@@ -96,7 +96,8 @@ class Slice2DEngine(Engine):
         _write(mask, axis, anchor, view.from_display(start))
         yield anchor, view.from_display(start)
         if start.any():
-            chains = [self._chain(prepared, axis, anchor, start, step, prompts, locked, old) for step in (-1, 1)]
+            band = _intensity_band(view.take(prepared.image, anchor), start)
+            chains = [self._chain(prepared, axis, anchor, start, step, prompts, locked, old, band) for step in (-1, 1)]
             for k, m in _interleave(chains):
                 plane = view.from_display(m)
                 _write(mask, axis, k, plane)
@@ -112,15 +113,37 @@ class Slice2DEngine(Engine):
         points, labels, box = _slice_prompts(prepared, axis, k, prompts)
         mask_prompt = None
         if box is None and old_slice is not None and old_slice.any():
-            box = bbox_rc(old_slice)  # a click correcting an existing slice keeps its extent as context
+            # a click correcting an existing slice keeps its extent (grown to reach the clicks) as context
+            box = _grow_to(bbox_rc(old_slice), points, labels)
             if self.options.propagation_prompt != "box":
                 mask_prompt = old_slice
         if box is None and points is None:
             raise PromptError(f"slice {k} of axis {axis} has no prompt to start from")
         if box is None and labels is not None and not labels.any():
             raise PromptError("negative clicks alone cannot start an object; add a positive click or a box")
+        if box is None and points is not None and labels is not None:
+            return self._from_clicks(prepared, axis, k, points, labels)
         out, _ = self.slices.segment(prepared, axis, k, points, labels, box, mask_prompt)
         return out
+
+    def _from_clicks(self, prepared: PreparedVolume, axis: int, k: int, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Clicks alone: the clicks, and the clicks with boxes of `click_box_mm` sizes around the positive ones;
+        the answer is the candidate with the best predicted IoU that holds every positive click and no negative
+        one (LiteMedSAM as released answers boxes far better than lone clicks)."""
+        spacing = np.asarray(prepared.view(axis).spacing_rc)
+        centre = points[labels == 1].mean(axis=0)
+        candidates: list[np.ndarray | None] = [None]
+        for size_mm in self.options.click_box_mm:
+            half = size_mm / 2 / spacing
+            candidates.append(_grow_to(np.concatenate([centre - half, centre + half]), points, labels))
+        best, best_score = np.zeros(prepared.view(axis).display_shape(prepared.shape), dtype=bool), -np.inf
+        for box in candidates:
+            out, iou = self.slices.segment(prepared, axis, k, points, labels, box)
+            rc = np.clip(np.round(points).astype(int), 0, np.array(out.shape) - 1)
+            hits = out[rc[:, 0], rc[:, 1]]
+            if np.all(hits == (labels == 1)) and iou > best_score:
+                best, best_score = out, iou
+        return best
 
     def _chain(
         self,
@@ -132,6 +155,7 @@ class Slice2DEngine(Engine):
         prompts: PromptSet,
         locked: dict[int, np.ndarray],
         old: np.ndarray | None,
+        band: tuple[float, float],
     ) -> Chain:
         """Slices start+step, start+2·step, ... each prompted by the one before, until the object ends
         (or, when editing, until two consecutive slices agree with the old mask)."""
@@ -150,6 +174,9 @@ class Slice2DEngine(Engine):
                 area = int(current.sum())
                 prompted = user_box is not None or (labels is not None and bool(labels.any()))
                 leak = area > o.max_area_ratio * max(int(prev.sum()), 64)
+                if area and not leak and o.intensity_agreement > 0:
+                    pixels = view.take(prepared.image, k)[current]
+                    leak = float(np.mean((pixels >= band[0]) & (pixels <= band[1]))) < o.intensity_agreement
                 if not prompted and (area < max(1, o.min_area_px) or iou < o.stop_iou or leak):
                     return
             yield k, current
@@ -226,6 +253,24 @@ def _anchor_slice(prompts: PromptSet, change: Change | None, axis: int) -> int:
     if isinstance(last, Box):
         return int(round(last.lo[axis]))
     return int(round(last.ijk[axis]))
+
+
+def _intensity_band(image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """The intensities of the prompted slice's object: its 5th-95th percentiles widened by half their spread."""
+    pixels = image[mask]
+    lo, hi = (float(v) for v in np.percentile(pixels, [5, 95]))
+    pad = 0.5 * (hi - lo) + 1e-6 * max(abs(lo), abs(hi), 1.0)
+    return lo - pad, hi + pad
+
+
+def _grow_to(box: np.ndarray | None, points: np.ndarray | None, labels: np.ndarray | None, margin: float = 3.0) -> np.ndarray | None:
+    """A (row0, col0, row1, col1) box grown to hold the positive clicks with a margin (display pixels)."""
+    if box is None or points is None or labels is None or not labels.any():
+        return box
+    pos = points[labels == 1]
+    lo = np.minimum(box[:2], pos.min(axis=0) - margin)
+    hi = np.maximum(box[2:], pos.max(axis=0) + margin)
+    return np.concatenate([np.maximum(lo, 0), hi])
 
 
 def _check_axis(prompts: PromptSet, axis: int, shape: tuple[int, int, int]) -> None:
