@@ -101,7 +101,7 @@ def test_interior_point_respects_spacing():
     m[2:39, 2:39, 1:8] = True
     # with 5 mm slices only the middle slice is 20 mm from the outside in z (in-plane: 19 mm)
     assert list(P.interior_point(m, (1.0, 1.0, 5.0))) == [20, 20, 4]
-    dist = P._edt(m, (1.0, 1.0, 5.0))
+    dist = P.edt_mm(m, (1.0, 1.0, 5.0))
     assert dist[20, 20, 4] == pytest.approx(19.0) and dist[20, 20, 1] == pytest.approx(5.0)
     assert dist[2, 20, 4] == pytest.approx(1.0) and dist[0, 0, 0] == 0.0
     m2 = np.zeros((5, 20), bool)

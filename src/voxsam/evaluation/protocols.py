@@ -30,19 +30,27 @@ Protocols (registry `PROTOCOLS`):
   ``slice-point`` force one kind. Interactions after the first are `center` correction clicks (3D points,
   engines taking `POINT`); otherwise the first mask is repeated.
 
+- ``edit-slice``: editing. The session starts from a degraded copy of the target (`degrade`: along the
+  slice axis, each slice of the target is emptied with probability 0.3, else eroded or dilated by 1-3
+  voxels in-plane; seeded), given with `Session.set_mask` (engines whose capabilities say `edits_masks`).
+  Interaction k paints the target's slice where the current mask is worst (most wrong voxels) with
+  `Session.set_slice_mask`; the engine re-propagates from it. The first prompt record carries the
+  degraded mask's Dice (`start_dice`).
+
 Unsupported combinations raise `ConfigError` before any prompt is given (`check_protocol`).
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from voxsam.errors import ConfigError
+from voxsam.evaluation.targets import bbox, edt_mm, interior_point, largest_error_component
 from voxsam.prompts import PromptKind
 
 log = logging.getLogger(__name__)
@@ -77,6 +85,7 @@ _REQUIRES: dict[str, tuple[PromptKind, ...]] = {
     "slice-mask": (PromptKind.SLICE_MASK,),
     "slice-box": (PromptKind.SLICE_BOX,),
     "slice-point": (PromptKind.SLICE_POINT,),
+    "edit-slice": (PromptKind.SLICE_MASK,),
 }
 
 #: the first prompt of `slice`, by preference
@@ -176,61 +185,6 @@ def _spacing(session: Any) -> tuple[float, ...]:
     return tuple(float(s) for s in session.volume.spacing)
 
 
-def _edt(mask: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
-    """Distance (mm) from every voxel of `mask` to the nearest voxel outside it; the border counts as outside."""
-    import edt
-
-    padded = np.pad(np.ascontiguousarray(mask, dtype=bool), 1, constant_values=False)
-    dist = edt.edt(padded, anisotropy=spacing, black_border=False)
-    return np.asarray(dist[tuple(slice(1, -1) for _ in range(mask.ndim))])
-
-
-def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
-    out = []
-    for axis in range(mask.ndim):
-        other = tuple(i for i in range(mask.ndim) if i != axis)
-        hit = np.flatnonzero(mask.any(axis=other))
-        out.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(out)
-
-
-def interior_point(mask: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
-    """Voxel index (ndim,) of the maximum of the spacing-aware distance transform inside a non-empty mask.
-
-    Ties go to the first voxel in C order (deterministic). Works on 2D and 3D masks.
-    """
-    box = _bbox(mask)
-    dist = _edt(mask[box], spacing)
-    local = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return np.array([int(l) + s.start for l, s in zip(local, box)], dtype=int)
-
-
-def largest_error_component(mask: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, bool] | None:
-    """The largest 6-connected component of FN (target & ~mask) or FP (mask & ~target).
-
-    Returns (component bool (X, Y, Z), positive) where positive is True for a FN component, or None when
-    the mask equals the target.
-    """
-    import cc3d
-
-    fn = target & ~mask
-    fp = mask & ~target
-    if not (fn.any() or fp.any()):
-        return None
-    kinds = np.zeros(target.shape, dtype=np.uint8)
-    kinds[fn] = 1
-    kinds[fp] = 2
-    box = _bbox(kinds > 0)
-    labels = cc3d.connected_components(kinds[box], connectivity=6)
-    counts = np.bincount(labels.ravel())
-    counts[0] = 0
-    best = int(np.argmax(counts))
-    comp = np.zeros(target.shape, dtype=bool)
-    comp[box] = labels == best
-    positive = bool(fn[box][labels == best][0])
-    return comp, positive
-
-
 def _center_clicks(rec: _Recorder) -> None:
     spacing = _spacing(rec.session)
     while not rec.done:
@@ -270,7 +224,7 @@ def box_center(session: Any, target: np.ndarray, n_interactions: int, seed: int 
     """A 3D box from the target's bounding box, then `center` clicks (CVPR 2025 challenge). See module doc."""
     check_protocol("box+center", session.engine.supports)
     rec = _Recorder(session, target, n_interactions, object_id)
-    box = _bbox(rec.target)
+    box = bbox(rec.target)
     lo = tuple(float(s.start) for s in box)
     hi = tuple(float(s.stop - 1) for s in box)
     rec.run(
@@ -315,7 +269,7 @@ def _slice_protocol(kind: str) -> Callable[..., ProtocolResult]:
                 {"kind": chosen.value, **where, "area": int(mask2d.sum())},
             )
         elif chosen is PromptKind.SLICE_BOX:
-            b2 = _bbox(mask2d)
+            b2 = bbox(mask2d)
             lo, hi = [0.0] * 3, [0.0] * 3
             for a2, a in enumerate(other):
                 lo[a], hi[a] = float(b2[a2].start), float(b2[a2].stop - 1)
@@ -343,6 +297,53 @@ def _slice_protocol(kind: str) -> Callable[..., ProtocolResult]:
     return run
 
 
+def degrade(target: np.ndarray, axis: int, rng: np.random.Generator) -> np.ndarray:
+    """A damaged copy of a (X, Y, Z) bool target: along `axis`, each slice emptied (p = 0.3) or eroded /
+    dilated in-plane by 1-3 voxels (a cross-shaped 2D element)."""
+    from scipy import ndimage
+
+    out = np.zeros_like(target, dtype=bool)
+    element = ndimage.generate_binary_structure(2, 1)
+    for k in np.flatnonzero(target.any(axis=tuple(a for a in range(3) if a != axis))):
+        plane = np.take(target, int(k), axis=axis)
+        if rng.random() < 0.3:
+            continue
+        steps = int(rng.integers(1, 4))
+        op = ndimage.binary_erosion if rng.random() < 0.5 else ndimage.binary_dilation
+        index: list[Any] = [slice(None)] * 3
+        index[axis] = int(k)
+        out[tuple(index)] = op(plane, element, iterations=steps)
+    return out
+
+
+def edit_slice(
+    session: Any, target: np.ndarray, n_interactions: int, seed: int = 0, object_id: int = 1, axis: int | None = None
+) -> ProtocolResult:
+    """Start from a degraded target; each interaction paints the worst slice. See module doc."""
+    check_protocol("edit-slice", session.engine.supports)
+    if not getattr(session.engine.capabilities, "edits_masks", False):
+        raise ConfigError(f"protocol 'edit-slice' needs an engine that edits existing masks; {session.engine.name!r} does not")
+    rec = _Recorder(session, target, n_interactions, object_id)
+    ax = slice_axis(_spacing(session)) if axis is None else int(axis)
+    start = degrade(rec.target, ax, np.random.default_rng(seed))
+    session.set_mask(start, object_id=object_id)
+    rec.mask = start
+    total = int(start.sum()) + int(rec.target.sum())
+    start_dice = 2.0 * int((start & rec.target).sum()) / total if total else 1.0
+    other = tuple(a for a in range(3) if a != ax)
+    while not rec.done:
+        wrong = (rec.mask ^ rec.target).sum(axis=other)
+        k = int(np.argmax(wrong))
+        if wrong[k] == 0:  # pragma: no cover - equality already stops the recorder
+            break
+        plane = np.take(rec.target, k, axis=ax)
+        prompt: dict[str, Any] = {"kind": "slice_mask", "axis": ax, "index": k, "area": int(plane.sum())}
+        if not rec.result.masks:
+            prompt["start_dice"] = round(start_dice, 4)
+        rec.run(lambda: session.set_slice_mask(ax, k, plane, object_id=object_id), prompt)
+    return rec.finish()
+
+
 #: name -> protocol function (see the module docstring for what each does)
 PROTOCOLS: dict[str, Callable[..., ProtocolResult]] = {
     "sammed3d": sammed3d,
@@ -352,4 +353,5 @@ PROTOCOLS: dict[str, Callable[..., ProtocolResult]] = {
     "slice-mask": _slice_protocol("mask"),
     "slice-box": _slice_protocol("box"),
     "slice-point": _slice_protocol("point"),
+    "edit-slice": edit_slice,
 }
