@@ -98,11 +98,46 @@ def model_input(prepared: PreparedVolume, axis: int, index: int) -> tuple[np.nda
 
 
 class SliceModel:
-    """A 2D SAM applied to display slices of a prepared volume (encoder cached per slice)."""
+    """A 2D SAM applied to display slices of a prepared volume (encoder cached per slice).
 
-    def __init__(self, model: Any, precision: str = "float32") -> None:
+    Encoder: for a real `Sam2D`, an inference-only fast copy of its image encoder
+    (`voxsam.models.sam2d.fast.fast_encoder`: BatchNorm folded, channels-last, fused oneDNN kernels),
+    built on the first encoding and kept: a snapshot of the encoder's weights at that moment (the
+    decoder's weights may change freely). Precision "float32": equal to the exact encoder within
+    ~1e-5 (identical masks); "bfloat16": bf16 weights and activations, ~2.5x faster again where the
+    CPU has bf16 natively but masks differ (see docs/models/sam2d.md, "Speed"). Any other model
+    object (a stand-in with `encode`/`decode`/`device`) is called through its own `encode` (under
+    bf16 autocast for "bfloat16"); so is a `Sam2D` when `fast=False` (the exact encoder).
+    """
+
+    def __init__(self, model: Any, precision: str = "float32", fast: bool = True) -> None:
         self.model = model
         self.precision = precision
+        self.fast = fast
+        self._encode: Any = None
+
+    def encoder(self) -> Any:
+        """The callable (B, 3, 256, 256) -> (B, 256, 64, 64) float32 used for `embedding` (built once)."""
+        if self._encode is None:
+            self._encode = self._build_encoder()
+        return self._encode
+
+    def _build_encoder(self) -> Any:
+        import torch
+
+        from voxsam.models.sam2d.build import Sam2D
+
+        if self.fast and isinstance(self.model, Sam2D):
+            from voxsam.models.sam2d.fast import fast_encoder
+
+            return fast_encoder(self.model, self.precision)
+        model = self.model
+        if self.precision == "bfloat16":
+            def encode_bf16(images: Any) -> Any:
+                with torch.autocast(device_type=model.device.type, dtype=torch.bfloat16):
+                    return model.encode(images).float()
+            return encode_bf16
+        return model.encode
 
     def embedding(self, prepared: PreparedVolume, axis: int, index: int) -> tuple[Any, SliceInput]:
         """(1, 256, 64, 64) float32 embedding of a slice, from the cache or the encoder."""
@@ -114,13 +149,9 @@ class SliceModel:
             emb, geom = prepared.embeddings[key]
             return emb.float(), geom
         image, geom = model_input(prepared, axis, index)
+        encode = self.encoder()
         with torch.inference_mode():
-            tensor = torch.from_numpy(image)[None]
-            if self.precision == "bfloat16":
-                with torch.autocast(device_type=self.model.device.type, dtype=torch.bfloat16):
-                    emb = self.model.encode(tensor).float()
-            else:
-                emb = self.model.encode(tensor)
+            emb = encode(torch.from_numpy(image)[None])
         prepared.encoder_calls += 1
         prepared.embeddings[key] = (emb.half(), geom)
         while len(prepared.embeddings) * EMBEDDING_BYTES > prepared.cache_bytes and len(prepared.embeddings) > 1:
