@@ -1,8 +1,9 @@
 """The one exception family of voxsam.
 
 Every error a user can cause (a bad file, a bad prompt, a bad checkpoint) is a `VoxsamError`
-subclass with a one-line message that names the file or value and the problem. The CLI turns any
-`VoxsamError` into that line on stderr and exit code 2, with no traceback.
+subclass with a one-line message that names the file or value and the problem, cause first. The CLI
+turns any `VoxsamError` into that line on stderr and exit code 2, with no traceback (docs/reliability.md
+lists the exit codes).
 """
 from __future__ import annotations
 
@@ -27,6 +28,15 @@ class InvalidGeometryError(VoxsamError):
     """Spacing or orientation is unusable (zero or negative spacing, singular affine)."""
 
 
+class SliceSpacingError(InvalidGeometryError):
+    """The slices of a DICOM series are not evenly spaced: a missing slice, uneven steps, two slices at one
+    position, or slices shifted within their plane. `allow_uneven=True` resamples gaps and uneven steps."""
+
+
+class MixedSeriesError(InvalidImageError):
+    """The slices of one DICOM series cannot be stacked: mixed orientation, size or pixel spacing."""
+
+
 class GeometryMismatchError(VoxsamError):
     """Two volumes that must share a voxel grid (image and label) do not."""
 
@@ -35,12 +45,20 @@ class NoDicomError(VoxsamError):
     """A folder was given as a DICOM series but holds no readable DICOM image series."""
 
 
+class SeveralSeriesError(VoxsamError):
+    """A DICOM folder holds several image series and none was chosen (`--series UID`, API `series=`)."""
+
+
 class DatasetError(VoxsamError):
     """A dataset folder (MSD / nnU-Net layout) is missing parts or is inconsistent."""
 
 
 class PromptError(VoxsamError):
     """A prompt is invalid: outside the volume, NaN coordinates, a bad label."""
+
+
+class EmptyMaskError(VoxsamError):
+    """An engine found nothing at the prompts (an empty mask): `segment` exits 2 instead of writing it."""
 
 
 class CheckpointError(VoxsamError):
@@ -57,3 +75,7 @@ class OutputPathError(VoxsamError):
 
 class InputNotFoundError(VoxsamError):
     """An input file or folder does not exist."""
+
+
+class DiskFullError(OutputPathError):
+    """Writing an output ran out of disk space (or quota); nothing was left under the output name."""

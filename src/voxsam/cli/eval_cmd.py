@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from voxsam.cli.io_cmds import AllowUnevenOption
+
 
 def register(app: typer.Typer) -> None:
     """Add the eval command to the app."""
@@ -64,25 +66,32 @@ def eval_command(
         Optional[list[str]], typer.Option("--engine-option", help="KEY=VALUE engine option (validated; `voxsam engines` lists them), repeatable.")
     ] = None,
     retry_errors: Annotated[bool, typer.Option(help="Redo targets that ended in an error last time.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+    allow_uneven: AllowUnevenOption = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details (and each failure as it happens).")] = False,
 ) -> None:
     """Benchmark an engine with simulated clicks: Dice / IoU / NSD / HD95 per target and click count.
 
     Writes results.csv (per target x click), summary.md, summary.json and dice_vs_clicks_<dataset>.png into
     --out. Finished targets are skipped on a rerun. Under torchrun each rank takes its share of targets
     and rank 0 writes the report.
+
+    Exit code: 0 when every planned target was evaluated; 1 when some failed (listed on stderr and in
+    summary.md); 2 when none could be evaluated or the input is unusable (one `error:` line).
     """
     import logging
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from voxsam.errors import ConfigError
+    from voxsam.errors import ConfigError, OutputPathError
     from voxsam.evaluation.parallel import dist_rank_world
     from voxsam.evaluation.plan import EvalConfig
     from voxsam.evaluation.runner import run_eval
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"{out}: exists and is a file; --out takes a folder (created if missing)")
+    _check_out_writable(out)
     rng = None
     if slice_range is not None:
         rng = _int_list(slice_range, "--slice-range")
@@ -106,31 +115,78 @@ def eval_command(
     )
     console = Console(stderr=True)
     rank, world = dist_rank_world()
-    with Progress(
-        TextColumn("[bold]eval[/]" + (f" rank {rank}/{world}" if world > 1 else "")),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
-        task = bar.add_task("targets", total=None)
+    eval_log = logging.getLogger("voxsam.evaluation")
+    level = eval_log.level
+    if not verbose:  # failures are listed at the end, with their reasons: no warning (or traceback) before them
+        eval_log.setLevel(logging.CRITICAL)
+    try:
+        with Progress(
+            TextColumn("[bold]eval[/]" + (f" rank {rank}/{world}" if world > 1 else "")),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,  # no bar in logs and pipes: stderr keeps only what matters
+        ) as bar:
+            task = bar.add_task("targets", total=None)
 
-        def on_plan(total: int, done: int) -> None:
-            bar.update(task, total=total, completed=done)
+            def on_plan(total: int, done: int) -> None:
+                bar.update(task, total=total, completed=done)
 
-        summary = run_eval(datasets, out, config, progress=lambda n: bar.advance(task, n), on_plan=on_plan)
+            summary = run_eval(
+                datasets, out, config, progress=lambda n: bar.advance(task, n), on_plan=on_plan, allow_uneven=allow_uneven
+            )
+    finally:
+        eval_log.setLevel(level)
     if summary is None:
         console.print(f"rank {rank} done; rank 0 writes the report into {out}")
         return
+    _finish(console, summary, out)
+
+
+def _finish(console: object, summary: dict, out: Path) -> None:
+    """Print the results and turn the outcome into the exit code: 0 complete, 1 some failed, 2 none evaluated."""
+    import sys
+
+    from voxsam.errors import DatasetError
+
+    failed = summary.get("failed") or []
+    if summary.get("outcome") == "failed":
+        first = failed[0] if failed else {"dataset": "?", "case": "?", "label": "?", "reason": "no record"}
+        raise DatasetError(
+            f"no target could be evaluated: {summary['counts']['planned']} planned, all failed "
+            f"(first: {first['dataset']}/{first['case']} label {first['label']}: {first['reason']}); report in {out / 'summary.md'}"
+        )
     _print_overall(console, summary)
-    counts = summary["counts"]
-    if counts["error"] or counts["missing"]:
-        console.print(f"[yellow]{counts['error']} target(s) failed, {counts['missing']} missing: see {out / 'summary.md'}[/]")
     if summary["skipped"]:
-        console.print(f"[yellow]{len(summary['skipped'])} input(s) skipped: see {out / 'summary.md'}[/]")
-    console.print(f"wrote {out / 'results.csv'}, {out / 'summary.md'}, {out / 'summary.json'}, {len(summary['plots'])} plot(s)")
+        console.print(f"[yellow]{len(summary['skipped'])} input(s) skipped: see {out / 'summary.md'}[/]")  # type: ignore[attr-defined]
+    console.print(  # type: ignore[attr-defined]
+        f"wrote {out / 'results.csv'}, {out / 'summary.md'}, {out / 'summary.json'}, {len(summary['plots'])} plot(s)"
+    )
+    if failed:
+        n_targets = sum(len(str(f["label"]).split(",")) for f in failed)
+        print(f"error: {n_targets} target(s) could not be evaluated ({summary['counts']['ok']} evaluated); "
+              f"exit code 1; see {out / 'summary.md'}:", file=sys.stderr)
+        for f in failed:
+            print(f"  {f['dataset']}/{f['case']} label {f['label']}: {' '.join(str(f['reason']).split())}", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+def _check_out_writable(out: Path) -> None:
+    """OutputPathError unless --out (or, when it does not exist yet, its nearest existing parent) is writable."""
+    from voxsam.errors import OutputPathError
+    from voxsam.io.atomic import check_writable_folder
+
+    probe = out.expanduser().absolute()
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise OutputPathError(f"{out}: cannot create the folder: {probe} is a file")
+    check_writable_folder(probe)
 
 
 def _print_overall(console: object, summary: dict) -> None:

@@ -7,6 +7,21 @@ from typing import Annotated, Optional
 import typer
 
 
+SeriesOption = Annotated[
+    Optional[str],
+    typer.Option("--series", help="SeriesInstanceUID to read when a DICOM folder holds several series (the error lists them)."),
+]
+AllowUnevenOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-uneven",
+        help="Resample a DICOM series with missing slices or uneven slice steps onto a regular grid (linear along the "
+        "slice normal) instead of refusing it.",
+    ),
+]
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists.")]
+
+
 def register(app: typer.Typer) -> None:
     app.command("info")(info)
     app.command("convert")(convert)
@@ -17,15 +32,19 @@ def info(
     path: Annotated[Path, typer.Argument(help="Image or label file, or a DICOM folder.")],
     labels: Annotated[Optional[bool], typer.Option("--labels/--no-labels", help="Force (or forbid) the label table; default: guess from the voxels.")] = None,
     names: Annotated[Optional[Path], typer.Option(help="dataset.json giving label names (default: the dataset.json of a labelsTr/ parent).")] = None,
+    series: SeriesOption = None,
+    allow_uneven: AllowUnevenOption = False,
 ) -> None:
     """Shape, spacing, orientation, intensity range and, for label maps, each label's voxel count and name."""
     from rich.console import Console
     from rich.table import Table
 
     from voxsam.io import read_volume
-    from voxsam.io.summary import summarise
+    from voxsam.io.summary import names_from_file, summarise
 
-    vol = read_volume(path)
+    if names is not None:
+        names_from_file(names, strict=True)  # a names file the user gave must exist and parse, before any work
+    vol = read_volume(path, series=series, allow_uneven=allow_uneven)
     summary = summarise(vol, as_labels=labels, names_file=names)
     console = Console()
     table = Table(show_header=False, box=None)
@@ -43,12 +62,19 @@ def info(
 def convert(
     source: Annotated[Path, typer.Argument(help="Input image (any readable format, or a DICOM folder).")],
     target: Annotated[Path, typer.Argument(help="Output file: .nii.gz, .nii, .nrrd, .mha or .mgz.")],
+    overwrite: OverwriteOption = False,
+    series: SeriesOption = None,
+    allow_uneven: AllowUnevenOption = False,
 ) -> None:
     """Convert a volume to another format on exactly the same voxel grid."""
     from voxsam.io import read_volume, write_volume
+    from voxsam.io.atomic import check_output_path
+    from voxsam.io.formats import detect_output_format
 
-    vol = read_volume(source)
-    out = write_volume(vol, target)
+    detect_output_format(target)  # a bad name, an existing file or an unwritable folder: said before any reading
+    check_output_path(target, [source], overwrite=overwrite)
+    vol = read_volume(source, series=series, allow_uneven=allow_uneven)
+    out = write_volume(vol, target, overwrite=overwrite)
     typer.echo(f"wrote {out} ({vol.describe()})")
 
 

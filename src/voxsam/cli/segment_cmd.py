@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from voxsam.cli.engine_args import EngineOption
+from voxsam.cli.io_cmds import AllowUnevenOption, SeriesOption
 
 
 def register(app: typer.Typer) -> None:
@@ -38,22 +39,27 @@ def segment(
     trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Shortcut for --engine-option trust_checkpoint=true (pickled checkpoints, e.g. the released SAM-Med3D files; only files you trust).")] = False,
     precision: Annotated[Optional[str], typer.Option(help="Shortcut for --engine-option precision=P (sam3d: float32, int8, bfloat16).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+    series: SeriesOption = None,
+    allow_uneven: AllowUnevenOption = False,
 ) -> None:
-    """Segment one object from clicks and/or boxes; write the mask in the source image's geometry."""
+    """Segment one object from clicks and/or boxes; write the mask in the source image's geometry.
+
+    Exits 2 without writing when the engine finds nothing at the prompts (an empty mask), saying why it may be."""
     import time
 
     from rich.console import Console
 
     from voxsam.cli.engine_args import build_engine, engine_values
-    from voxsam.errors import OutputPathError, PromptError
+    from voxsam.errors import EmptyMaskError, PromptError
     from voxsam.io import read_volume, write_mask
     from voxsam.io.atomic import check_output_path
+    from voxsam.io.formats import detect_output_format
     from voxsam.session import Session
 
     if not point and not box:
         raise PromptError("give at least one --point or a --box")
-    if out.exists() and not overwrite:
-        raise OutputPathError(f"{out} exists; pass --overwrite to replace it")
+    detect_output_format(out)
+    check_output_path(out, [image], overwrite=overwrite)  # exists, unwritable folder: said before any work
     console = Console(stderr=True)
     space = "world" if world else "voxel"
     values = engine_values(engine_option, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint, precision=precision)
@@ -69,8 +75,8 @@ def segment(
     with console.status(f"loading engine {engine}"):
         built = build_engine(engine, values)
     with console.status("reading image"):
-        vol = read_volume(image)
-    check_output_path(out, [vol.path] if vol.path else [])
+        vol = read_volume(image, series=series, allow_uneven=allow_uneven)
+    check_output_path(out, [vol.path] if vol.path else [], overwrite=overwrite)
     session = Session(vol, built)
     with console.status("preparing the image"):
         session.prepare()
@@ -80,5 +86,31 @@ def segment(
         for xyz, positive in clicks:
             session.add_point(xyz, positive=positive, space=space, axis=axis)  # type: ignore[arg-type]
     mask = session.mask
-    path = write_mask(mask, vol, out)
+    if not mask.any():
+        raise EmptyMaskError(f"engine {engine!r} found nothing at the prompts (empty mask; {out} not written): {why_empty(vol)}")
+    path = write_mask(mask, vol, out, overwrite=overwrite)
     console.print(f"wrote {path}: {int(mask.sum())} voxels in {time.perf_counter() - start:.1f} s")
+
+
+def why_empty(vol: object) -> str:
+    """Likely reasons an engine returns an empty mask on this volume, most specific first."""
+    import numpy as np
+
+    from voxsam.io.volume import Volume
+
+    assert isinstance(vol, Volume)
+    reasons = []
+    thin = [(a, n) for a, n in enumerate(vol.shape) if n < 8]
+    for axis, n in thin:
+        reasons.append(f"the volume is only {n} slices thick along axis {axis}")
+    spacing = vol.spacing
+    if max(spacing) / max(min(spacing), 1e-9) > 20:
+        reasons.append(f"its voxels are very anisotropic (spacing {tuple(round(s, 4) for s in spacing)} mm)")
+    if max(spacing) > 10 or min(spacing) < 0.05:
+        reasons.append(f"its voxel spacing {tuple(round(s, 4) for s in spacing)} mm is unusual for CT/MRI")
+    channel = np.asarray(vol.channel(0))
+    if channel.size and float(channel.min()) == float(channel.max()):
+        reasons.append(f"the image is constant (every voxel {float(channel.min()):g})")
+    if not reasons:
+        reasons.append("the prompts may lie on background or on a structure too small for this engine; try another click, a box or --engine classic")
+    return "; ".join(reasons)

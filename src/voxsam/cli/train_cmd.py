@@ -93,7 +93,11 @@ def train_command(
         extra.append(f"model.init={init.expanduser().resolve()}")
     if trust_checkpoint:
         extra.append("model.trust_init=true")
-    cfg = load_config(config, extra)
+    cfg = load_config(config, extra, check_paths=True)  # data paths must exist: a missing folder is named here
+    _check_writable(Path(cfg.run.out_dir), "run.out_dir")
+    cache_dir = getattr(getattr(cfg, "data", None), "cache_dir", None)
+    if cache_dir is not None:
+        _check_writable(Path(cache_dir), "data.cache_dir")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     view = ProgressView(Console(stderr=True), Path(cfg.run.out_dir))
     try:
@@ -104,3 +108,16 @@ def train_command(
     if m:
         results = ", ".join([f"loss {m['loss']:.4f}", *family_metrics(m, 3)])
         typer.echo(f"step {summary['step']}: {results}; weights {Path(summary['out_dir']) / 'model.pt'}")
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """OutputPathError unless `folder` (or, when it does not exist yet, its nearest existing parent) can be written."""
+    from voxsam.errors import OutputPathError
+    from voxsam.io.atomic import check_writable_folder
+
+    probe = folder.expanduser().absolute()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputPathError(f"{folder}: {what} cannot be created: {probe} is a file")
+    check_writable_folder(probe, for_path=f"{what} {folder}")

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -37,11 +36,18 @@ def record_path(out_dir: Path, dataset: str, case_id: str, label: int) -> Path:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write `data` as JSON to `path` through a temporary file and a rename (readers never see half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=True))
-    os.replace(tmp, path)
+    """Write `data` as JSON to `path` through a temporary file and a rename (readers never see half a file).
+
+    Raises OutputPathError (DiskFullError for a full disk) naming the file when it cannot be written."""
+    from voxsam.errors import OutputPathError
+    from voxsam.io.atomic import atomic_path
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"{path.parent}: cannot create the folder ({exc.strerror})") from None
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, allow_nan=True))
 
 
 def read_record(path: Path) -> dict[str, Any] | None:

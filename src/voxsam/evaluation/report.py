@@ -6,6 +6,10 @@ pooled). HD95 is averaged over finite values only; the number of infinite values
 is reported beside it. Only targets with status "ok" enter the numbers; errors and skipped inputs are
 listed with their reasons.
 
+Outcome: "complete" when every planned target was evaluated, "partial" when some failed (an error or a
+missing record, or a case whose label map could not be read), "failed" when none was; `failed` lists the
+failures (dataset, case, labels, reason). `voxsam eval` exits 0, 1 and 2 for these (docs/reliability.md).
+
 Depends on `plan` (settings, targets) only: the runner calls it, it never calls the runner.
 """
 from __future__ import annotations
@@ -14,7 +18,6 @@ import csv
 import json
 import logging
 import math
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,13 +25,17 @@ from typing import Any
 import numpy as np
 
 from voxsam.evaluation.plan import EvalConfig, Plan, config_as_dict
+from voxsam.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ["dataset", "case", "label", "label_name", "click", "dice", "iou", "nsd", "hd95", "seconds"]
 METRICS = ("dice", "iou", "nsd", "hd95", "seconds")
 
-__all__ = ["write_report", "aggregate", "CSV_COLUMNS"]
+__all__ = ["write_report", "aggregate", "outcome_of", "CSV_COLUMNS"]
+
+# skip reasons (plan.py) of a case that was asked for but could not be read: a failure, not a filter
+_UNREADABLE_LABEL = ("label unreadable", "label map ")
 
 
 def _rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -100,6 +107,8 @@ def _markdown(summary: dict[str, Any]) -> str:
         f"- engine: `{s['engine']}`" + (f" (checkpoint `{s['checkpoint']}`)" if s.get("checkpoint") else "")
         + (f", options `{json.dumps(s['engine_options'])}`" if s.get("engine_options") else ""),
         f"- protocol: `{s['protocol']}`, interactions reported: {', '.join(map(str, clicks))}, seed {s['seed']}",
+        f"- outcome: **{summary['outcome']}**"
+        + (f" ({len(summary['failed'])} failure(s), listed under Errors and Skipped inputs)" if summary["failed"] else ""),
         f"- targets evaluated: {summary['counts']['ok']} (errors {summary['counts']['error']}, "
         f"missing {summary['counts']['missing']}, skipped inputs {len(summary['skipped'])}, "
         f"filtered {summary['counts']['filtered']})",
@@ -200,10 +209,11 @@ def _plot(out: Path, dataset: str, groups: list[dict[str, Any]], settings: dict[
     ax.legend(fontsize=7, loc="lower right", ncol=2 if len(labelled) > 8 else 1)
     fig.tight_layout()
     name = f"dice_vs_clicks_{''.join(ch if ch.isalnum() or ch in '-_.' else '_' for ch in dataset)}.png"
-    tmp = out / f".{name}.{os.getpid()}.tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, out / name)
+    try:
+        with atomic_path(out / name) as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
     return name
 
 
@@ -223,13 +233,11 @@ def write_report(out: Path, plan: Plan, records: list[dict[str, Any]], config: E
     """Write results.csv, summary.md, summary.json and the plots into `out`; return the summary dict."""
     out = Path(out)
     rows = _rows(records)
-    tmp = out / f".results.csv.{os.getpid()}.tmp"
-    with tmp.open("w", newline="") as fh:
+    with atomic_path(out / "results.csv") as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for r in rows:
             writer.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in CSV_COLUMNS})
-    os.replace(tmp, out / "results.csv")
 
     groups = aggregate(rows)
     status = Counter(r.get("status") for r in records)
@@ -260,18 +268,31 @@ def write_report(out: Path, plan: Plan, records: list[dict[str, Any]], config: E
         "skipped": [{"dataset": s.dataset, "case": s.case_id, "label": s.label, "reason": s.reason} for s in skipped],
         "filtered": dict(filtered),
     }
+    summary["failed"] = errors + [
+        {"dataset": s.dataset, "case": s.case_id, "label": "(all)", "reason": s.reason}
+        for s in skipped
+        if s.case_id is not None and s.label is None and s.reason.startswith(_UNREADABLE_LABEL)
+    ]
+    summary["outcome"] = outcome_of(summary)
     plots = []
     for ds in sorted({g["dataset"] for g in groups if g["dataset"] != "overall"}):
         name = _plot(out, ds, groups, summary["settings"])
         if name:
             plots.append(name)
     summary["plots"] = plots
-    (out / ".summary.md.tmp").write_text(_markdown(summary))
-    os.replace(out / ".summary.md.tmp", out / "summary.md")
-    (out / ".summary.json.tmp").write_text(json.dumps(_json_safe(summary), indent=1))
-    os.replace(out / ".summary.json.tmp", out / "summary.json")
+    with atomic_path(out / "summary.md") as tmp:
+        tmp.write_text(_markdown(summary))
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(_json_safe(summary), indent=1))
     log.info("report written to %s (%d targets ok)", out, summary["counts"]["ok"])
     return summary
+
+
+def outcome_of(summary: dict[str, Any]) -> str:
+    """"complete" (nothing failed), "partial" (some targets evaluated, some failed) or "failed" (none evaluated)."""
+    if summary["counts"]["ok"] == 0 and (summary["counts"]["planned"] or summary["failed"]):
+        return "failed"
+    return "partial" if summary["failed"] else "complete"
 
 
 def _filter_reason(reason: str) -> str:

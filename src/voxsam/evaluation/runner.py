@@ -17,7 +17,9 @@ Bad input: unknown engine / protocol / engine option, or a protocol the engine c
 before any work. A dataset without labels, a case whose label cannot be read, a requested label absent
 from a case -> listed as skipped with the reason; a label whose grid differs from its image, or an engine
 error on one target -> an error record with the reason; the run goes on with the rest. Nothing at all to
-evaluate -> DatasetError.
+evaluate -> DatasetError naming each input and why (e.g. a label map without foreground voxels). An output
+folder that cannot be created or written -> OutputPathError before any work. The summary's `outcome`
+("complete", "partial", "failed") and `failed` list say what `voxsam eval` turns into its exit code.
 """
 from __future__ import annotations
 
@@ -166,8 +168,12 @@ def evaluate_target(engine: Engine, image: Volume, label_array: np.ndarray, targ
     }
 
 
-def run_case_group(engine: Engine, targets: list[Target], config: EvalConfig, out_dir: Path) -> list[dict[str, Any]]:
-    """Evaluate targets of one case (loaded once), writing each record file as it finishes."""
+def run_case_group(
+    engine: Engine, targets: list[Target], config: EvalConfig, out_dir: Path, allow_uneven: bool = False
+) -> list[dict[str, Any]]:
+    """Evaluate targets of one case (loaded once), writing each record file as it finishes.
+
+    `allow_uneven` resamples DICOM images with missing or uneven slices (see `voxsam.io.read_volume`)."""
     from voxsam.io import check_same_grid, read_volume
 
     case = targets[0].case
@@ -176,7 +182,7 @@ def run_case_group(engine: Engine, targets: list[Target], config: EvalConfig, ou
     label: Volume | None = None
     failure: str | None = None
     try:
-        image = read_volume(case.image_paths if len(case.image_paths) > 1 else case.image_paths[0])
+        image = read_volume(case.image_paths if len(case.image_paths) > 1 else case.image_paths[0], allow_uneven=allow_uneven)
         if image.modality is None and case.modality:
             image.modality = case.modality
         label = read_volume(case.label_path)
@@ -209,15 +215,17 @@ class EvalJob:
 
     config: EvalConfig
     out_dir: Path
+    allow_uneven: bool = False
 
     def __post_init__(self) -> None:
         self._engine: SharedPrepare | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"config": self.config, "out_dir": self.out_dir}  # the engine never travels
+        return {"config": self.config, "out_dir": self.out_dir, "allow_uneven": self.allow_uneven}  # the engine never travels
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.config, self.out_dir, self._engine = state["config"], state["out_dir"], None
+        self.allow_uneven = bool(state.get("allow_uneven", False))
 
     def start(self) -> None:
         if self._engine is None:
@@ -226,7 +234,7 @@ class EvalJob:
     def __call__(self, targets: list[Target]) -> list[dict[str, Any]]:
         self.start()
         assert self._engine is not None
-        return run_case_group(self._engine, targets, self.config, self.out_dir)
+        return run_case_group(self._engine, targets, self.config, self.out_dir, self.allow_uneven)
 
 
 # ---------------------------------------------------------------------- the run
@@ -236,6 +244,7 @@ def run_eval(
     config: EvalConfig,
     progress: Callable[[int], None] | None = None,
     on_plan: Callable[[int, int], None] | None = None,
+    allow_uneven: bool = False,
 ) -> dict[str, Any] | None:
     """Evaluate every target of `specs` with `config`, resumably, and write the report into `out_dir`.
 
@@ -244,8 +253,12 @@ def run_eval(
         out_dir: output folder (created).
         progress: called with the number of targets just finished.
         on_plan: called once with (targets of this process's shard, of them already finished).
-    Returns: the summary dict (also in summary.json), or None on a torchrun rank other than 0.
-    Raises: ConfigError for unknown names before any work; DatasetError when nothing can be evaluated.
+        allow_uneven: resample DICOM images with missing or uneven slices instead of failing their targets.
+    Returns: the summary dict (also in summary.json), or None on a torchrun rank other than 0. Its `outcome`
+        is "complete" (every planned target evaluated), "partial" (some failed: `failed` lists them) or
+        "failed" (none could be evaluated).
+    Raises: ConfigError for unknown names before any work; OutputPathError for an output folder that cannot
+        be created or written; DatasetError when nothing can be evaluated.
     """
     from voxsam.evaluation.protocols import check_protocol
     from voxsam.evaluation.report import write_report
@@ -255,14 +268,12 @@ def run_eval(
     engine = build_engine(config)
     check_protocol(config.protocol, engine.supports)
     del engine
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out_dir(out_dir)
     check_run_settings(out, config, rank)
 
     plan = plan_targets(specs, config)
     if not plan.targets:
-        reasons = "; ".join(f"{s.dataset}/{s.case_id or '*'}: {s.reason}" for s in plan.skipped[:5])
-        raise DatasetError("nothing to evaluate" + (f" ({reasons})" if reasons else ""))
+        raise DatasetError(_nothing_to_evaluate(specs, config, plan))
     mine = shard(plan.targets, rank, world)
     pending = []
     for t in mine:
@@ -272,10 +283,43 @@ def run_eval(
     log.info("rank %d/%d: %d targets, %d already done", rank, world, len(mine), len(mine) - len(pending))
     if on_plan:
         on_plan(len(mine), len(mine) - len(pending))
-    run_groups(group_by_case(pending), EvalJob(config, out), config.workers, progress)
+    run_groups(group_by_case(pending), EvalJob(config, out, allow_uneven), config.workers, progress)
 
     if rank != 0:
         log.info("rank %d done; rank 0 writes the report", rank)
         return None
     records = wait_for_records(out, plan, config.merge_timeout_s if world > 1 else 0.0)
     return write_report(out, plan, records, config)
+
+
+def prepare_out_dir(out_dir: str | Path) -> Path:
+    """Create the output folder (and parents) and check this process can write in it; OutputPathError naming
+    it otherwise (an existing file of that name, no permission, a read-only disk)."""
+    from voxsam.errors import OutputPathError
+    from voxsam.io.atomic import check_writable_folder
+
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"{out}: exists and is a file; --out takes a folder (created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputPathError(f"{out}: a part of this path is a file; --out takes a folder") from None
+    except OSError as exc:
+        raise OutputPathError(f"{out}: cannot create the output folder ({exc.strerror})") from None
+    check_writable_folder(out)
+    return out
+
+
+def _nothing_to_evaluate(specs: list[str], config: EvalConfig, plan: Plan) -> str:
+    """Why a plan has no target, input by input: the skip reasons, and label maps without foreground voxels."""
+    reasons = [f"{s.dataset}/{s.case_id or '*'}: {s.reason}" for s in plan.skipped]
+    covered = {(s.dataset, s.case_id) for s in plan.skipped}
+    cases, _, _ = parse_sources(specs, config.max_cases, config.cases)
+    for case in cases:
+        if (case.dataset, case.case_id) not in covered:
+            reasons.append(f"{case.label_path}: the label map holds no foreground voxels (every voxel is 0)")
+    if not reasons:
+        return "nothing to evaluate: the inputs hold no labelled case"
+    more = f" (+{len(reasons) - 5} more)" if len(reasons) > 5 else ""
+    return "nothing to evaluate: " + "; ".join(reasons[:5]) + more

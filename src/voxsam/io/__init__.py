@@ -17,29 +17,44 @@ from pathlib import Path
 import numpy as np
 
 from voxsam.errors import GeometryMismatchError, OutputPathError, UnsupportedFormatError, VoxsamError
+from voxsam.io.dtypes import storable
 from voxsam.io.volume import Volume
 
 __all__ = ["Volume", "read_volume", "write_mask", "write_volume", "read_mask", "read_label_like", "check_same_grid"]
 
 
-def read_volume(path: str | Path | Sequence[str | Path], series_uid: str | None = None) -> Volume:
+def read_volume(
+    path: str | Path | Sequence[str | Path],
+    series_uid: str | None = None,
+    *,
+    series: str | None = None,
+    allow_uneven: bool = False,
+) -> Volume:
     """Read a 3D image (or label map) from any supported format.
 
     Args:
         path: a file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd, .mgz, .mgh, DICOM), a DICOM folder, or a
             list of files holding the channels of one case on one grid (stacked as (X, Y, Z, C)).
-        series_uid: for DICOM folders holding several series, which one to read.
+        series / series_uid: for a DICOM folder holding several series, the SeriesInstanceUID to read
+            (without it such a folder is refused with the list of its series).
+        allow_uneven: a DICOM series with missing slices or uneven slice steps is resampled onto a regular
+            grid (linear along the slice normal) instead of refused; a warning says so.
     Returns: a Volume with the array as stored ((X, Y, Z) or (X, Y, Z, C)) and its RAS affine.
-    Raises: a VoxsamError subclass naming the file and the problem.
+    Raises: a VoxsamError subclass naming the file and the problem (docs/reliability.md lists the checks).
     """
+    if series is not None and series_uid is not None and series != series_uid:
+        raise VoxsamError(f"two different series given: series={series!r}, series_uid={series_uid!r}")
+    series = series if series is not None else series_uid
     if isinstance(path, (list, tuple)):
-        return _read_channels([Path(p) for p in path])
+        return _read_channels([Path(p) for p in path], allow_uneven=allow_uneven)
     if not isinstance(path, (str, os.PathLike)):  # what Path() would reject, said before it does
         raise TypeError(f"path must be a str, a Path or a list of them, got {type(path).__name__}")
     p = Path(path).expanduser()
     from voxsam.io.formats import detect_input_format
 
     fmt = detect_input_format(p)
+    if series is not None and fmt != "dicom":
+        raise UnsupportedFormatError(f"{p}: a series (--series) can only be chosen in a DICOM folder; this is a {fmt} file")
     if p.is_file() and p.stat().st_size == 0:
         from voxsam.errors import CorruptFileError
 
@@ -55,14 +70,14 @@ def read_volume(path: str | Path | Sequence[str | Path], series_uid: str | None 
     else:
         from voxsam.io.dicom import read_dicom
 
-        vol = read_dicom(p, series_uid=series_uid)
+        vol = read_dicom(p, series_uid=series, allow_uneven=allow_uneven)
     return vol
 
 
-def _read_channels(paths: list[Path]) -> Volume:
+def _read_channels(paths: list[Path], allow_uneven: bool = False) -> Volume:
     if not paths:
         raise VoxsamError("no image files given")
-    vols = [read_volume(p) for p in paths]
+    vols = [read_volume(p, allow_uneven=allow_uneven) for p in paths]
     first = vols[0]
     for p, v in zip(paths[1:], vols[1:]):
         check_same_grid(v, first, what=f"channel {p.name}", reference_name=f"channel {paths[0].name}")
@@ -143,6 +158,7 @@ def write_mask(
     like: Volume,
     path: str | Path,
     label_names: dict[int, str] | None = None,
+    overwrite: bool = True,
 ) -> Path:
     """Write a mask or label map in the exact geometry of its source image, atomically.
 
@@ -152,7 +168,10 @@ def write_mask(
         path: output file; the format follows the name: .nii/.nii.gz, .nrrd, .mha, .mgz, or .dcm
             (DICOM SEG, only for DICOM sources).
         label_names: optional names for label values (used by DICOM SEG segment labels).
-    Returns: the resolved output path. The file appears only complete (temp file + rename).
+        overwrite: False refuses (OutputPathError) an existing `path`.
+    Returns: the resolved output path. The file appears only complete (temp file + rename), with the
+        permissions the umask gives; an unwritable folder, a full disk or a label type the format cannot store
+        is a VoxsamError naming the file, raised before anything is written where it can be known.
     """
     from voxsam.io.atomic import atomic_path, check_output_path
     from voxsam.io.formats import detect_output_format
@@ -162,15 +181,21 @@ def write_mask(
     if m.shape != like.shape:
         raise GeometryMismatchError(f"{p}: mask shape {m.shape} differs from the image grid {like.shape}")
     fmt = detect_output_format(p)
-    out = check_output_path(p, _input_paths(like))
+    out = check_output_path(p, _input_paths(like), overwrite=overwrite)
     labels = _label_dtype(m, p)
+    if fmt != "dicom":
+        labels = storable(labels, fmt, p)
     with atomic_path(out) as tmp:
         _write_array(labels, like, tmp, fmt, label_names)
     return out
 
 
-def write_volume(volume: Volume, path: str | Path) -> Path:
-    """Write a whole volume (image or label map) to another format on the same grid, atomically."""
+def write_volume(volume: Volume, path: str | Path, overwrite: bool = True) -> Path:
+    """Write a whole volume (image or label map) to another format on the same grid, atomically.
+
+    The voxel type is checked against the format first (`io.dtypes.storable`: lossless conversions only),
+    then the folder's writability; `overwrite=False` refuses an existing `path`. Errors are VoxsamErrors.
+    """
     from voxsam.io.atomic import atomic_path, check_output_path
     from voxsam.io.formats import detect_output_format
 
@@ -180,9 +205,10 @@ def write_volume(volume: Volume, path: str | Path) -> Path:
         raise UnsupportedFormatError(f"{p}: writing DICOM images is not supported; DICOM output is for masks (SEG)")
     if volume.n_channels != 1 and fmt != "nifti":
         raise UnsupportedFormatError(f"{p}: {volume.n_channels}-channel volumes can only be written as NIfTI")
-    out = check_output_path(p, _input_paths(volume))
+    array = storable(volume.array, fmt, p)
+    out = check_output_path(p, _input_paths(volume), overwrite=overwrite)
     with atomic_path(out) as tmp:
-        _write_array(volume.array, volume, tmp, fmt, None)
+        _write_array(array, volume, tmp, fmt, None)
     return out
 
 
@@ -206,5 +232,6 @@ def _write_array(array: np.ndarray, like: Volume, tmp: Path, fmt: str, label_nam
 def _input_paths(volume: Volume) -> list[Path]:
     paths = [volume.path] if volume.path is not None else []
     paths += [Path(f) for f in volume.meta.get("dicom_files", [])]
+    paths += [Path(f) for f in volume.meta.get("dicom_source_files", [])]
     paths += [Path(f) for f in volume.meta.get("channel_paths", [])]
     return paths  # type: ignore[return-value]

@@ -1,13 +1,13 @@
 """NIfTI-1/2 (.nii, .nii.gz) and MGH/MGZ (FreeSurfer) through nibabel, which reads both the same way."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 
-from voxsam.errors import CorruptFileError
-from voxsam.io.validate import check_affine, check_finite, squeeze_to_volume
+from voxsam.errors import CorruptFileError, InvalidImageError
+from voxsam.io.quiet import quiet_python
+from voxsam.io.validate import check_affine, check_declared_size, check_finite, check_real, squeeze_to_volume
 from voxsam.io.volume import Volume
 
 
@@ -16,18 +16,20 @@ def read_nibabel(path: Path, fmt: str) -> Volume:
     import nibabel as nib
     from nibabel.spatialimages import SpatialImage
 
-    quiet = logging.getLogger("nibabel.global")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # nibabel logs header "fixes"; we check the geometry ourselves below
-    try:
-        img = nib.load(str(path))
-        if not isinstance(img, SpatialImage):  # NIfTI and MGH always load as spatial images
-            raise TypeError(f"loaded as a {type(img).__name__}, not a spatial image")
-        array = np.asanyarray(img.dataobj)
-    except Exception as exc:  # nibabel raises many types for truncated / garbled files
-        raise CorruptFileError(f"{path}: cannot read {fmt.upper()} ({type(exc).__name__}: {_first_line(exc)})") from None
-    finally:
-        quiet.setLevel(level)
+    with quiet_python():  # nibabel logs and warns about header "fixes"; we check the geometry ourselves below
+        try:
+            if fmt == "mgz":
+                _check_mgh_dims(path)
+            img = nib.load(str(path), mmap=False)  # no memory map: a header larger than its file fails plainly
+            if not isinstance(img, SpatialImage):  # NIfTI and MGH always load as spatial images
+                raise TypeError(f"loaded as a {type(img).__name__}, not a spatial image")
+            check_declared_size(img.shape, img.get_data_dtype().itemsize, path)
+            array = np.asanyarray(img.dataobj)
+        except InvalidImageError:
+            raise
+        except Exception as exc:  # nibabel raises many types for truncated / garbled files
+            raise CorruptFileError(f"{path}: {_read_failure(exc, fmt)}") from None
+    check_real(array, path)
     if array.dtype == np.float64:
         array = array.astype(np.float32)
     if not array.dtype.isnative:  # MGZ stores big-endian; numpy/torch want native
@@ -38,6 +40,35 @@ def read_nibabel(path: Path, fmt: str) -> Volume:
     check_finite(array, path)
     meta = {"header": img.header.copy()}
     return Volume(array=array, affine=np.asarray(img.affine, dtype=np.float64), source_format=fmt, path=path, meta=meta)
+
+
+def _check_mgh_dims(path: Path) -> None:
+    """MGH keeps a footer after the voxels: nibabel seeks past width*height*depth*frames voxels before it can
+    say anything, so an absurd header fails there; read the dimensions first and judge them."""
+    import gzip
+    import struct
+
+    opener = gzip.open if path.name.lower().endswith(".mgz") else open
+    with opener(path, "rb") as fh:  # type: ignore[operator]
+        head = fh.read(28)
+    if len(head) < 28:
+        raise EOFError(f"the header is {len(head)} bytes, an MGH header has 284")
+    version, width, height, depth, frames, code = struct.unpack(">iiiiii", head[:24])
+    if version != 1:
+        raise ValueError(f"not an MGH header (version field {version}, expected 1)")
+    sizes = {0: 1, 1: 4, 3: 4, 4: 2, 10: 2}
+    check_declared_size([width, height, depth, frames], sizes.get(code, 8), path)
+
+
+def _read_failure(exc: BaseException, fmt: str) -> str:
+    """Why a file could not be decoded, cause first: truncation is said as such."""
+    text = _first_line(exc)
+    low = text.lower()
+    if isinstance(exc, EOFError) or ("expected" in low and "bytes" in low) or "end-of-stream" in low or "truncated" in low:
+        return f"the {fmt.upper()} file is truncated or corrupt ({type(exc).__name__}: {text})"
+    if isinstance(exc, MemoryError):
+        return f"the {fmt.upper()} header declares more data than fits in memory; the file is corrupt"
+    return f"cannot read {fmt.upper()} ({type(exc).__name__}: {text})"
 
 
 def _raw_zooms(path: Path, img) -> tuple[float, ...]:  # type: ignore[no-untyped-def]
@@ -62,11 +93,11 @@ def write_nibabel(array: np.ndarray, like: Volume, path: Path, fmt: str) -> None
 
     img: SpatialImage
     if fmt == "mgz":
-        img = nib.MGHImage(array, like.affine)
+        img = nib.MGHImage(array, like.affine)  # the array's type was checked by io.dtypes.storable
     else:
         header = like.meta.get("header") if like.source_format == "nifti" else None
         cls = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
-        nii = cls(array, like.affine, header=header.copy() if header is not None else None)
+        nii = cls(array, like.affine, header=header.copy() if header is not None else None, dtype=array.dtype)
         nii.set_data_dtype(array.dtype)
         nii.header.set_slope_inter(1.0, 0.0)
         if header is not None:  # keep the source's qform/sform codes (scanner, aligned, MNI, ...)
@@ -76,7 +107,8 @@ def write_nibabel(array: np.ndarray, like: Volume, path: Path, fmt: str) -> None
             nii.set_qform(like.affine, code=1)
             nii.set_sform(like.affine, code=1)
         img = nii
-    nib.save(img, str(path))
+    with quiet_python():
+        nib.save(img, str(path))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -36,15 +36,33 @@ def label_names_near(path: Path | None) -> dict[int, str]:
     return {}
 
 
-def names_from_file(meta: Path) -> dict[int, str]:
-    """Label names from dataset.json (`labels`) or a class map ({"1": "spleen"} or {"total": {...}})."""
+def names_from_file(meta: Path, strict: bool = False) -> dict[int, str]:
+    """Label names from dataset.json (`labels`) or a class map ({"1": "spleen"} or {"total": {...}}).
+
+    Found beside a file (`strict=False`) a missing or unreadable map gives no names; a map the user named
+    (`strict=True`) must exist and parse: InputNotFoundError / CorruptFileError naming it otherwise.
+    """
+    from voxsam.errors import CorruptFileError, InputNotFoundError
     from voxsam.io.datasets import parse_label_names
 
+    path = Path(meta).expanduser()
     try:
-        data = json.loads(Path(meta).read_text())
-    except (OSError, ValueError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if strict:
+            raise InputNotFoundError(f"{path}: label-names file not found") from None
+        return {}
+    except IsADirectoryError:
+        if strict:
+            raise CorruptFileError(f"{path}: is a folder; expected a JSON file of label names") from None
+        return {}
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
+        if strict:
+            raise CorruptFileError(f"{path}: not a readable JSON file of label names ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
         return {}
     if not isinstance(data, dict):
+        if strict:
+            raise CorruptFileError(f"{path}: expected a JSON object of label names, got {type(data).__name__}")
         return {}
     if "labels" in data:
         return parse_label_names(data["labels"])
@@ -73,7 +91,7 @@ def summarise(vol: Volume, as_labels: bool | None = None, names_file: Path | Non
     }
     is_labels = looks_like_labels(arr) if as_labels is None else as_labels
     if is_labels and vol.n_channels == 1:
-        names = names_from_file(names_file) if names_file else label_names_near(vol.path)
+        names = names_from_file(names_file, strict=True) if names_file else label_names_near(vol.path)
         values, counts = np.unique(arr, return_counts=True)
         voxel_ml = float(np.prod(vol.spacing)) / 1000.0
         out["labels"] = [

@@ -197,8 +197,10 @@ def to_voxel(
     # voxel centres are at integer indices; a voxel extends half a voxel either side
     lo, hi = -0.5, np.asarray(shape, dtype=np.float64) - 0.5
     if np.any(ijk < lo) or np.any(ijk > hi):
-        where = f"world {arr.round(2).tolist()} mm -> " if space == "world" else ""
-        raise PromptError(f"{what} {where}voxel {ijk.round(2).tolist()} lies outside the volume of shape {list(shape)}")
+        with np.errstate(all="ignore"):  # huge values: no numpy overflow warning before the message
+            where = f"world {arr.round(2).tolist()} mm -> " if space == "world" else ""
+            inside = ijk.round(2).tolist()
+        raise PromptError(f"{what} {where}voxel {inside} lies outside the volume of shape {list(shape)}")
     return (float(ijk[0]), float(ijk[1]), float(ijk[2]))
 
 
