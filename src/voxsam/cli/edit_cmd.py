@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from voxsam.cli.engine_args import EngineOption
+from voxsam.cli.io_cmds import AllowUnevenOption, SeriesOption
 
 
 def register(app: typer.Typer) -> None:
@@ -43,6 +44,8 @@ def edit(
     engine: Annotated[str, typer.Option(help="An engine that edits masks (`voxsam engines`).")] = "slice2d",
     engine_option: EngineOption = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+    series: SeriesOption = None,
+    allow_uneven: AllowUnevenOption = False,
 ) -> None:
     """Correct one slice of a 3D mask with clicks or a box; the engine re-propagates the change outward and
     stops where the new slices agree with the old mask. Other labels are kept as they are."""
@@ -53,7 +56,7 @@ def edit(
 
     from voxsam.cli.engine_args import build_engine, engine_values
     from voxsam.cli.segment_cmd import _numbers
-    from voxsam.errors import GeometryMismatchError, OutputPathError, PromptError
+    from voxsam.errors import GeometryMismatchError, PromptError
     from voxsam.io import read_volume, write_mask
     from voxsam.io.atomic import check_output_path
     from voxsam.session import Session
@@ -62,18 +65,17 @@ def edit(
     axis, index = _slice_arg(slice_)
     if not point and not box:
         raise PromptError("give at least one --point or a --box on the slice")
-    if out.exists() and not overwrite:
-        raise OutputPathError(f"{out} exists; pass --overwrite to replace it")
+    check_output_path(out, [image, mask], overwrite=overwrite)  # exists, unwritable folder: said before any work
     console = Console(stderr=True)
     built = build_engine(engine, engine_values(engine_option))
     if not built.capabilities.edits_masks:
         raise PromptError(f"engine {engine!r} does not edit existing masks; use slice2d")
     start = time.perf_counter()
-    vol = read_volume(image)
+    vol = read_volume(image, series=series, allow_uneven=allow_uneven)
     labels_vol = read_volume(mask)
     if not same_grid(labels_vol.shape, labels_vol.affine, vol.shape, vol.affine):
         raise GeometryMismatchError(f"{mask} is not on the grid of {image}")
-    check_output_path(out, [p for p in (vol.path, labels_vol.path) if p])
+    check_output_path(out, [p for p in (vol.path, labels_vol.path) if p], overwrite=overwrite)
     values = np.asarray(labels_vol.channel(0))
     present = [int(v) for v in np.unique(values) if v != 0]
     if label is None:
@@ -97,5 +99,5 @@ def edit(
     result = values.copy()
     result[values == label] = 0
     result[session.mask > 0] = label
-    path = write_mask(result, vol, out)
+    path = write_mask(result, vol, out, overwrite=overwrite)
     console.print(f"wrote {path}: slices {min(changed)}..{max(changed)} of axis {axis} revisited ({len(changed)}) in {time.perf_counter() - start:.1f} s")
