@@ -27,7 +27,7 @@ def test_segment_sam3d_checkpoint_writes_source_geometry(image: Path, tmp_path: 
     model = build_sam3d("tiny")
     ckpt = tmp_path / "tiny.pt"
     save_sam3d_checkpoint(model, model.config, ckpt)
-    main(["segment", str(image), "--point", "20,18,15", "--point", "2,2,2,0", "--checkpoint", str(ckpt), "--out", str(tmp_path / "m.nrrd")])
+    main(["segment", str(image), "--engine", "sam3d", "--point", "20,18,15", "--point", "2,2,2,0", "--checkpoint", str(ckpt), "--out", str(tmp_path / "m.nrrd")])
     src, mask = read_volume(image), read_volume(tmp_path / "m.nrrd")
     assert mask.shape == src.shape
     np.testing.assert_allclose(mask.affine, src.affine, atol=1e-5)
@@ -57,5 +57,5 @@ def test_segment_truncated_checkpoint_exit_2(image: Path, tmp_path: Path, capsys
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(SystemExit) as info:
-        main(["segment", str(image), "--point", "20,18,15", "--checkpoint", str(bad), "--out", str(tmp_path / "m.nii.gz")])
+        main(["segment", str(image), "--engine", "sam3d", "--point", "20,18,15", "--checkpoint", str(bad), "--out", str(tmp_path / "m.nii.gz")])
     assert info.value.code == 2

@@ -12,6 +12,7 @@ from voxsam.training.family import ModelFamily
 from voxsam.training.sam3d_family import Sam3DFamily
 
 FAMILIES: dict[str, ModelFamily[Any]] = {"sam3d": Sam3DFamily()}
+FAMILIES["slice2d"] = __import__("voxsam.training.slice2d_family", fromlist=["Slice2DFamily"]).Slice2DFamily()
 
 
 def register_family(family: ModelFamily[Any]) -> None:

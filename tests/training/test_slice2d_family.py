@@ -1,0 +1,218 @@
+"""The slice2d family (LiteMedSAM decoder fine-tuning, RadSAM recipe) on a tiny random Sam2D and two tiny
+volumes: prompts built the engine's way, deterministic samples, a resumable embedding cache, training through
+the loop, resume, and an export the engine's `load_decoder` reads."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from voxsam.engines.slice2d.engine import load_decoder
+from voxsam.engines.slice2d.slices import SliceInput, SliceModel, model_input, prepare_volume
+from voxsam.io import read_volume
+from voxsam.training.load import build_config
+from voxsam.training.registry import get_family
+from voxsam.training.slice2d_family import Slice2DPromptSection, full_model
+from voxsam.training.slice2d_prompts import (engine_box, interior_pixels, jittered_box, largest_error_click,
+                                             noisy_mask, to_grid)
+from voxsam.training.trainer import train
+
+TINY = {"embed_dims": [8, 8, 8, 16], "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1], "prompt_embed_dim": 32,
+        "mask_in_chans": 4, "decoder_mlp_dim": 64, "iou_head_hidden_dim": 32}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    """One torch thread: tiny ops on several threads crawl on a busy machine (and train() sets run.threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _disk(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
+    rr, cc = np.indices(shape)
+    return (rr - centre[0]) ** 2 + (cc - centre[1]) ** 2 <= radius ** 2
+
+
+@pytest.fixture(scope="module")
+def tiny_msd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two MR volumes (anisotropic and isotropic), an ellipsoid label (values 1, 2) in each."""
+    root = tmp_path_factory.mktemp("s2d") / "ds"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    for i, (shape, spacing) in enumerate([((40, 36, 12), (1.2, 1.2, 3.0)), ((32, 32, 32), (1.5, 1.5, 1.5))]):
+        g = np.indices(shape, dtype=np.float32)
+        c = np.array(shape) / 2
+        label = np.zeros(shape, np.uint8)
+        label[sum(((g[a] - c[a]) / (0.3 * shape[a])) ** 2 for a in range(3)) <= 1] = 1
+        label[sum(((g[a] - c[a] - 0.1 * shape[a]) / (0.12 * shape[a])) ** 2 for a in range(3)) <= 1] = 2
+        image = 100 + 300 * label.astype(np.float32) + rng.normal(0, 10, shape).astype(np.float32)
+        affine = np.diag([*spacing, 1.0])
+        nib.save(nib.Nifti1Image(image, affine), str(root / "imagesTr" / f"case_{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(label, affine), str(root / "labelsTr" / f"case_{i}.nii.gz"))
+    (root / "dataset.json").write_text(json.dumps({"name": "t", "modality": {"0": "MRI"}, "labels": {"0": "bg", "1": "a", "2": "b"}}))
+    return root
+
+
+def _cfg(root: Path, tmp: Path, cache: Path | None = None, batch: int = 4, **run: Any) -> Any:
+    raw = {
+        "family": "slice2d",
+        "model": {"pretrained": False, "overrides": TINY},
+        "data": {"cache_dir": str(cache or tmp / "cache"), "max_embeddings": 14, "slices_per_target": 4, "other_axes_slices": 2,
+                 "sources": [{"name": "tiny", "path": str(root)}]},
+        "interaction": {"correction_prob": 0.5, "correction_rounds": 2},
+        "optim": {"lr": 1e-3, "warmup_steps": 0, "schedule": "constant", "batch_size": batch},
+        "run": {"out_dir": str(tmp / "run"), "steps": 2, "seed": 5, "threads": 1, "checkpoint_every": 1, **run},
+    }
+    return build_config(raw)
+
+
+# ---------------------------------------------------------------------- prompts
+def test_clicks_are_inside_and_away_from_the_contour() -> None:
+    from scipy import ndimage
+
+    mask = _disk((60, 80), (30, 40), 15) | _disk((60, 80), (30, 62), 6)
+    dist = ndimage.distance_transform_edt(mask)
+    pts = interior_pixels(mask, np.random.default_rng(1), 50, 0.5)
+    rows, cols = pts[:, 0].astype(int), pts[:, 1].astype(int)
+    assert mask[rows, cols].all()
+    assert (dist[rows, cols] >= 0.5 * dist.max() - 1e-6).all()
+
+
+def test_box_jitter_stays_within_its_bounds() -> None:
+    mask = np.zeros((200, 200), bool)
+    mask[60:140, 50:150] = True
+    geom = SliceInput((200, 200), (256, 256))
+    ref = engine_box(mask, geom)
+    for seed in range(30):
+        box = jittered_box(mask, geom, np.random.default_rng(seed), (-5.0, 20.0), 64.0)
+        grow = np.array([ref[0] - box[0], ref[1] - box[1], box[2] - ref[2], box[3] - ref[3]])
+        assert (grow >= -5 - 1e-4).all() and (grow <= 20 + 1e-4).all()
+
+
+def test_noisy_mask_differs_from_the_truth_and_overlaps_it() -> None:
+    base = _disk((256, 256), (100, 120), 30)
+    cfg = Slice2DPromptSection()
+    differ = 0
+    for seed in range(10):
+        noisy = noisy_mask(base, (256, 256), np.random.default_rng(seed), cfg).astype(bool)
+        dice = 2 * (noisy & base).sum() / (noisy.sum() + base.sum())
+        assert dice > 0.6
+        differ += int((noisy != base).any())
+    assert differ >= 8
+
+
+def test_correction_click_lands_in_the_largest_error() -> None:
+    target = _disk((64, 64), (32, 32), 12)
+    pred = target.copy()
+    pred[20:44, 20:26] = False  # a false-negative band
+    pred[2:5, 2:5] = True  # a small false positive
+    x, y, label = largest_error_click(pred, target, np.ones_like(target), np.random.default_rng(0))
+    assert label == 1 and target[int(y), int(x)] and not pred[int(y), int(x)]
+
+
+def test_prompts_reach_the_model_as_the_engine_builds_them(tiny_msd: Path) -> None:
+    """Mask prompt = to_grid, box = engine_box: compared with what SliceModel.segment passes to the model."""
+    seen: dict[str, Any] = {}
+
+    class Fake:
+        device = torch.device("cpu")
+
+        def encode(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(1, 32, 64, 64)
+
+        def decode(self, emb: torch.Tensor, **kw: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            seen.update(kw)
+            return torch.zeros(1, 1, 256, 256), torch.ones(1, 1)
+
+    vol = read_volume(tiny_msd / "imagesTr" / "case_0.nii.gz")
+    label = read_volume(tiny_msd / "labelsTr" / "case_0.nii.gz").array == 1
+    prepared = prepare_volume(vol, 16)
+    _, geom = model_input(prepared, 2, 6)
+    display = prepared.view(2).take(label, 6)
+    from voxsam.engines.slice2d.slices import bbox_rc
+
+    SliceModel(Fake()).segment(prepared, 2, 6, box_rc=bbox_rc(display), mask=display)
+    assert np.array_equal(seen["mask_input"][0, 0].numpy(), to_grid(display, geom.resized).astype(np.float32))
+    assert np.allclose(seen["boxes"][0].numpy(), engine_box(display, geom))
+
+
+# ---------------------------------------------------------------------- data
+def test_cache_holds_the_engine_input_embeddings_and_resumes(tiny_msd: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tiny_msd, tmp_path)
+    fam = get_family("slice2d")
+    calls: list[str] = []
+    data = fam.dataset(cfg, lambda i, n, what: calls.append(what))
+    assert 0 < len(calls) <= 14
+    files = sorted((tmp_path / "cache").rglob("a*_*.npy"))
+    assert len(files) == len(calls)
+    # an embedding is the encoder applied to the engine's own model input of that slice
+    f = files[0]
+    case = f.parent.name.split("__")[1]
+    axis, k = int(f.stem[1]), int(f.stem.split("_")[1])
+    model = full_model(cfg).eval()
+    x, _ = model_input(prepare_volume(read_volume(tiny_msd / "imagesTr" / f"{case}.nii.gz"), 16), axis, k)
+    with torch.inference_mode():
+        ref = model.encode(torch.from_numpy(x)[None])[0].half().numpy()
+    assert np.array_equal(np.load(f), ref)
+    # resumable: only what is missing is encoded again
+    f.unlink()
+    calls.clear()
+    again = fam.dataset(cfg, lambda i, n, what: calls.append(what))
+    assert len(calls) == 1 and f.is_file()
+    a, b = data.samples[3], again.samples[3]
+    assert np.array_equal(a["emb"], b["emb"]) and np.array_equal(a["target"], b["target"])
+
+
+def test_samples_are_a_pure_function_of_seed_and_index(tiny_msd: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tiny_msd, tmp_path)
+    data = get_family("slice2d").dataset(cfg)
+    kinds = set()
+    for i in range(12):
+        a, b = data.samples[i], data.samples[i]
+        for key in ("emb", "target", "points", "labels", "box", "mask"):
+            assert np.array_equal(a[key], b[key]), key
+        assert a["target"].any()
+        kinds.add(a["kind"])
+    assert len(kinds) >= 3
+    batch = data.collate([data.samples[i] for i in range(4)])
+    assert batch["emb"].shape == (4, 32, 64, 64) and batch["valid"].shape == (4, 256, 256)
+
+
+# ---------------------------------------------------------------------- training, resume, export
+def test_train_resume_and_export(tiny_msd: Path, tmp_path: Path) -> None:
+    from voxsam.training.export import export_weights
+
+    def cfg(run: str, steps: int) -> Any:
+        return _cfg(tiny_msd, tmp_path / run, cache=tmp_path / "cache", batch=2, steps=steps)
+
+    straight = train(cfg("a", 3))
+    assert straight["step"] == 3 and np.isfinite(straight["metrics"]["loss"])
+    lines = [json.loads(x) for x in (tmp_path / "a" / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(x["loss"]) and 0 <= x["dice_first"] <= 1 for x in lines)
+    train(cfg("b", 2))
+    resumed = train(cfg("b", 3), resume=True)
+    assert resumed["step"] == 3
+    assert resumed["metrics"]["loss"] == pytest.approx(straight["metrics"]["loss"], rel=1e-5, abs=1e-6)
+
+    fam = get_family("slice2d")
+    out = tmp_path / "decoder.pt"
+    info = export_weights(tmp_path / "a" / "run" / "model.pt", out, family="slice2d")
+    assert info["dice_fp32_vs_stored"] > 0.99
+    state = torch.load(out, weights_only=True)
+    assert all(k.startswith(("prompt_encoder.", "mask_decoder.")) for k in state)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    full = full_model(cfg("a", 3))
+    load_decoder(full, out)
+    trained, _ = fam.load_weights(tmp_path / "a" / "run" / "model.pt")
+    ref = trained.state_dict()
+    for k, v in full.state_dict().items():
+        if k in ref:
+            assert torch.allclose(v, ref[k], atol=1e-2, rtol=1e-2), k
