@@ -65,7 +65,7 @@ def prepare_volume(volume: Volume, cache_mb: int) -> PreparedVolume:
     """Channel 0 as float32 and its [0, 1] mapping (CT window, or MRI percentiles of a voxel sample)."""
     if min(volume.shape) < 1 or sum(n >= 2 for n in volume.shape) < 3:
         raise InvalidImageError(f"slice2d needs a 3D volume with at least 2 voxels along every axis, got shape {volume.shape}")
-    image = np.asarray(volume.channel(0), dtype=np.float32)
+    image = np.ascontiguousarray(volume.channel(0), dtype=np.float32)  # C order: a slice along any axis is cheap to take
     sample = image.ravel()[:: max(1, image.size // 2_000_000)]
     sample = sample[np.isfinite(sample)]
     is_ct = volume.modality == "CT" or (volume.modality is None and sample.size > 0 and float(np.percentile(sample, 1)) < -500)
