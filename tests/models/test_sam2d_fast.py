@@ -15,7 +15,8 @@ import torch
 
 from voxsam.errors import InvalidImageError
 from voxsam.models.sam2d import LITEMEDSAM, build_sam2d
-from voxsam.models.sam2d.fast import FastEncoder, fast_encoder, fused_ops_available, native_bf16
+from voxsam.models.sam2d.cpu import fused_ops_available, native_bf16
+from voxsam.models.sam2d.fast import FastEncoder, fast_encoder
 from voxsam.models.sam2d.tiny_vit import ConvBN
 
 TOL = 1e-4

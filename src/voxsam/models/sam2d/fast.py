@@ -38,7 +38,6 @@ it moves outputs by ~5e-4 per layer, beyond the float32 tolerance. Numbers: docs
 """
 from __future__ import annotations
 
-import functools
 import warnings
 from typing import Any, Literal
 
@@ -47,66 +46,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from voxsam.models.sam2d.common import LayerNorm2d
-from voxsam.models.sam2d.tiny_vit import (AttentionStage, ConvBN, ConvStage, MBConv, PatchMerging, Stem,
-                                          TinyViT, TinyViTBlock)
+from voxsam.models.sam2d.cpu import fused_ops_available, has_vnni
+from voxsam.models.sam2d.tiny_vit import (AttentionStage, ConvBN, ConvStage, MBConv, PatchMerging, Stem, TinyViT,
+                                          TinyViTBlock, window_merge, window_partition)
 
 Precision = Literal["float32", "bfloat16", "int8"]
 PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "int8")
 BAND_BYTES = 8 << 20  # largest stage-0 tensor per band
-
-
-# ============================================================================ capabilities
-def cpu_flags() -> set[str]:
-    """CPU feature flags of /proc/cpuinfo (empty where it is not readable, e.g. not Linux)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AMX tiles or AVX512-BF16) for torch's oneDNN."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        if torch.cpu._is_amx_tile_supported():
-            return True
-    except AttributeError:  # pragma: no cover - older torch
-        pass
-    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
-
-
-def _has_vnni() -> bool:
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
-
-
-@functools.lru_cache(maxsize=None)
-def fused_ops_available() -> bool:
-    """Whether oneDNN's fused conv/linear + GELU/add ops exist here and compute what they should
-    (checked once, on tiny tensors, against the unfused ops)."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        with torch.inference_mode():
-            g = torch.Generator().manual_seed(0)
-            x = torch.randn(1, 8, 5, 5, generator=g).contiguous(memory_format=torch.channels_last)
-            w, b = torch.randn(8, 8, 1, 1, generator=g), torch.randn(8, generator=g)
-            t, w2 = x.permute(0, 2, 3, 1), w[:, :, 0, 0]
-            ref = F.conv2d(x, w, b)
-            got = [
-                torch.ops.mkldnn._convolution_pointwise(x, w, b, [0, 0], [1, 1], [1, 1], 1, "gelu", [], "none"),
-                torch.ops.mkldnn._convolution_pointwise.binary(x, x, w, b, [0, 0], [1, 1], [1, 1], 1, "add", None, None, [], None),
-                torch.ops.mkldnn._linear_pointwise(t, w2, b, "gelu", [], "none").permute(0, 3, 1, 2),
-                torch.ops.mkldnn._linear_pointwise.binary(t, t, w2, b, "add").permute(0, 3, 1, 2),
-            ]
-            want = [F.gelu(ref), ref + x, F.gelu(ref), ref + x]
-            return all(torch.allclose(a, e, atol=1e-4) for a, e in zip(got, want))
-    except (AttributeError, RuntimeError, NotImplementedError):
-        return False
 
 
 # ============================================================================ layers
@@ -173,7 +119,7 @@ class _Linear(nn.Module):
         self.gelu, self.fused = gelu, fused
         self.packed: Any = None
         # 7-bit activations avoid int16 saturation of AVX2's u8 x s8 pair sums; VNNI has no such limit
-        self.reduce_range = not _has_vnni()
+        self.reduce_range = not has_vnni()
         if int8:
             w = self.weight.float()
             scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()
@@ -260,21 +206,12 @@ class _Block(nn.Module):
 
     def _attend(self, x: Tensor) -> Tensor:
         """x + attention(x) on the NHWC map (the residual is added inside ``proj``)."""
-        b, h, w, c = x.shape
-        s = self.window
-        pad_h, pad_w = (-h) % s, (-w) % s
-        if pad_h or pad_w:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        hp, wp = h + pad_h, w + pad_w
-        nh, nw = hp // s, wp // s
-        windows = x.view(b, nh, s, nw, s, c).transpose(2, 3).reshape(b * nh * nw, s * s, c)
-        n, t = windows.shape[:2]
+        windows, grid = window_partition(x, self.window)
+        n, t, c = windows.shape
         qkv = self.qkv(self.norm1(windows)).view(n, t, self.num_heads, 3 * self.head_dim).transpose(1, 2)
         q, k, v = qkv.split(self.head_dim, dim=-1)  # each (n, heads, T, d)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.attn_bias)  # scale 1/sqrt(d)
-        out = self.proj(out.transpose(1, 2).reshape(n, t, c), residual=windows)
-        out = out.view(b, nh, nw, s, s, c).transpose(2, 3).reshape(b, hp, wp, c)
-        return out[:, :h, :w].contiguous() if (pad_h or pad_w) else out
+        return window_merge(self.proj(out.transpose(1, 2).reshape(n, t, c), residual=windows), grid)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._attend(x)

@@ -147,6 +147,27 @@ class FeedForward(nn.Module):
         return self.fc2(self.act(self.fc1(self.norm(x))))
 
 
+
+Grid = tuple[int, int, int, int, int, int, int]  # b, h, w, c, window, rows of windows, columns of windows
+
+
+def window_partition(x: Tensor, s: int) -> tuple[Tensor, Grid]:
+    """(B, H, W, C) map -> (B·nh·nw, s·s, C) non-overlapping s×s windows (zero-padded bottom/right) and the
+    grid `window_merge` needs to undo it."""
+    b, h, w, c = x.shape
+    pad_h, pad_w = (-h) % s, (-w) % s
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    nh, nw = (h + pad_h) // s, (w + pad_w) // s
+    return x.view(b, nh, s, nw, s, c).transpose(2, 3).reshape(b * nh * nw, s * s, c), (b, h, w, c, s, nh, nw)
+
+
+def window_merge(windows: Tensor, grid: Grid) -> Tensor:
+    """Inverse of `window_partition`: (B·nh·nw, s·s, C) -> (B, H, W, C), padding cut (contiguous)."""
+    b, h, w, c, s, nh, nw = grid
+    out = windows.view(b, nh, nw, s, s, c).transpose(2, 3).reshape(b, nh * s, nw * s, c)
+    return out[:, :h, :w].contiguous() if (nh * s, nw * s) != (h, w) else out
+
 class TinyViTBlock(nn.Module):
     """Windowed attention (residual), depthwise local conv (no residual), MLP (residual)."""
 
@@ -159,17 +180,8 @@ class TinyViTBlock(nn.Module):
 
     def _attend(self, x: Tensor) -> Tensor:
         """(B, H, W, C) channels-last map -> attention output of the same shape."""
-        b, h, w, c = x.shape
-        s = self.window
-        pad_h, pad_w = (-h) % s, (-w) % s
-        if pad_h or pad_w:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        hp, wp = h + pad_h, w + pad_w
-        nh, nw = hp // s, wp // s
-        windows = x.view(b, nh, s, nw, s, c).transpose(2, 3).reshape(b * nh * nw, s * s, c)
-        out = self.attn(windows)
-        out = out.view(b, nh, nw, s, s, c).transpose(2, 3).reshape(b, hp, wp, c)
-        return out[:, :h, :w] if (pad_h or pad_w) else out
+        windows, grid = window_partition(x, self.window)
+        return window_merge(self.attn(windows), grid)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, H, W, C) channels-last map -> (B, H, W, C)."""
