@@ -27,6 +27,8 @@ from voxsam.models.sam2d import (LITEMEDSAM, PRESETS, Sam2DConfig, build_sam2d, 
                                  to_model_input, verify_weight_file)
 from voxsam.models.sam2d import weights as weights_mod
 
+from tests.models.sam2d_helpers import one_thread  # noqa: E402,F401  (autouse fixture)
+
 TOL = 1e-4
 #: max abs errors measured by the equivalence tests (printed at the end of each)
 MEASURED: dict[str, float] = {}
@@ -34,15 +36,6 @@ MEASURED: dict[str, float] = {}
 TINY = dict(image_size=64, embed_dims=(16, 32, 40, 48), depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4),
             window_sizes=(7, 7, 7, 7), merge_strides=(2, 2, 1), prompt_embed_dim=32, mask_in_chans=8,
             iou_head_hidden_dim=32, decoder_num_heads=2, decoder_mlp_dim=64)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: faster and reproducible on a shared 2-core machine (see sam3d_helpers)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 # ============================================================================ (a) config, shapes

@@ -19,18 +19,12 @@ from voxsam.models.sam2d.cpu import fused_ops_available, native_bf16
 from voxsam.models.sam2d.fast import FastEncoder, fast_encoder
 from voxsam.models.sam2d.tiny_vit import ConvBN
 
+from tests.models.sam2d_helpers import one_thread  # noqa: E402,F401  (autouse fixture)
+
 TOL = 1e-4
 TINY = dict(image_size=64, embed_dims=(16, 32, 40, 48), depths=(2, 1, 2, 1), num_heads=(1, 2, 2, 4),
             window_sizes=(7, 7, 5, 7), merge_strides=(2, 2, 1), prompt_embed_dim=32, mask_in_chans=8,
             iou_head_hidden_dim=32, decoder_num_heads=2, decoder_mlp_dim=64)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _randomise_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
