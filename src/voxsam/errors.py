@@ -79,3 +79,8 @@ class InputNotFoundError(VoxsamError):
 
 class DiskFullError(OutputPathError):
     """Writing an output ran out of disk space (or quota); nothing was left under the output name."""
+
+
+class ResourceLimitError(VoxsamError):
+    """An input beyond a set limit: an upload too large, an archive that expands too much, a volume larger
+    than the server's memory budget."""

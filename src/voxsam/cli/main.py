@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from voxsam.cli import demo_cmd, edit_cmd, engines_cmd, eval_cmd, io_cmds, segment_cmd, train_cmd
+from voxsam.cli import demo_cmd, edit_cmd, engines_cmd, eval_cmd, io_cmds, segment_cmd, serve_cmd, train_cmd
 
 app = typer.Typer(
     name="voxsam",
@@ -31,6 +31,7 @@ edit_cmd.register(app)
 eval_cmd.register(app)
 demo_cmd.register(app)
 train_cmd.register(app)
+serve_cmd.register(app)
 
 EXIT_ERROR = 2
 EXIT_SIGINT = 130  # 128 + SIGINT
@@ -118,12 +119,15 @@ def _os_error_line(exc: OSError) -> str:
 
 
 def _click_exception_types() -> tuple[type, type]:
-    """Click's usage-error and abort classes: from click, or from the copy newer typer releases vendor."""
+    """The usage-error and abort classes typer raises: its vendored click copy (typer >= 0.22), else click.
+
+    The copy comes first: click itself may be installed beside it (uvicorn needs it) without being what
+    typer raises."""
     try:
-        from click.exceptions import Abort, ClickException
-    except ImportError:  # typer >= 0.22 ships click as typer._click
         from typer import Abort
         from typer._click.exceptions import ClickException
+    except ImportError:
+        from click.exceptions import Abort, ClickException  # type: ignore[assignment]
     return ClickException, Abort
 
 

@@ -135,3 +135,12 @@ class Pending:
 
     prompts: PromptSet
     change: Change
+
+
+def union_regions(regions: list[Region]) -> Region | None:
+    """The smallest block holding every region (None for none)."""
+    if not regions:
+        return None
+    lo = [min(r[a].start for r in regions) for a in range(3)]
+    hi = [max(r[a].stop for r in regions) for a in range(3)]
+    return (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))

@@ -26,6 +26,11 @@ class Propagation(Iterator[tuple[int, np.ndarray]]):
     def cancel(self) -> None:
         self._cancelled.set()
 
+    @property
+    def cancelled(self) -> bool:
+        """True once `cancel()` was called."""
+        return self._cancelled.is_set()
+
     def run(self) -> None:
         """Run to the end (or to a cancel) without looking at the slices."""
         for _ in self:

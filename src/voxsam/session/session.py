@@ -31,7 +31,7 @@ from voxsam.engines.base import Engine, Prediction, ProgressFn, Region, acquisit
 from voxsam.errors import PromptError
 from voxsam.io.volume import Volume
 from voxsam.prompts import Change, Prompt, PromptSet, SliceMask
-from voxsam.session.history import History, ObjectEdit, ObjectState, Patch, Pending, Step
+from voxsam.session.history import History, ObjectEdit, ObjectState, Patch, Pending, Step, union_regions
 from voxsam.session.propagation import Propagation
 from voxsam.session.prompting import PromptBuilders
 
@@ -66,6 +66,7 @@ class Session(PromptBuilders):
         self._pending: dict[int, Pending] = {}
         self._order: list[int] = []  # object ids, least recently edited first
         self._history = History(history_bytes)
+        self._last_region: Region | None = None
 
     # ------------------------------------------------------------------ preparation
     def prepare(self, progress: ProgressFn | None = None) -> None:
@@ -211,6 +212,7 @@ class Session(PromptBuilders):
     def undo(self) -> bool:
         """Take back the last action (queued prompts first). Returns False when there is nothing to undo."""
         with self._lock:
+            self._last_region = None
             if self._pending:
                 self._pending.popitem()
                 return True
@@ -223,6 +225,7 @@ class Session(PromptBuilders):
     def redo(self) -> bool:
         """Re-apply the last undone action without recomputing it."""
         with self._lock:
+            self._last_region = None
             if not self._history.redo:
                 return False
             step = self._history.redo.pop()
@@ -243,8 +246,15 @@ class Session(PromptBuilders):
                 region = changed_region(mask, np.zeros((1, 1, 1), dtype=bool)) if mask.any() else None
                 edits.append(ObjectEdit(oid, self._objects.pop(oid), None, Patch.take(mask, region) if region else None))
                 self._order.remove(oid)
+            self._last_region = union_regions([e.patch.region for e in edits if e.patch is not None])
             if edits:
                 self._history.push(Step(edits, order_before, list(self._order)))
+
+    @property
+    def last_region(self) -> Region | None:
+        """The block of the grid the last change (prompt, propagation, set_mask, undo, redo, reset) altered, as
+        three slices; None when it altered nothing. Lets a viewer fetch only that block again."""
+        return self._last_region
 
     @property
     def history_bytes(self) -> int:
@@ -285,6 +295,18 @@ class Session(PromptBuilders):
             mask = self._masks.get(oid)
             if mask is not None:
                 out[mask] = oid
+        return out
+
+    def label_block(self, region: Region) -> np.ndarray:
+        """`label_map[region]` without building the whole label map (same overlap rule)."""
+        top = max(self._objects, default=0)
+        block = tuple(slice(*r.indices(n)[:2]) for r, n in zip(region, self.volume.shape))
+        shape = tuple(max(0, b.stop - b.start) for b in block)
+        out = np.zeros(shape, dtype=np.uint8 if top < 256 else np.uint16)
+        for oid in list(self._order):
+            mask = self._masks.get(oid)
+            if mask is not None:
+                out[mask[block]] = oid
         return out
 
     # ------------------------------------------------------------------ internals
@@ -337,6 +359,7 @@ class Session(PromptBuilders):
             self._order.remove(object_id)
         self._order.append(object_id)
         self._history.push(Step([ObjectEdit(object_id, before, state, patch)], order_before, list(self._order)))
+        self._last_region = changed
         return changed
 
     def _apply(self, step: Step, order: list[int]) -> Step:
@@ -359,6 +382,7 @@ class Session(PromptBuilders):
                 self._masks[oid] = mask
             reversed_edits.append(edit.reversed(other))
         self._order = [oid for oid in order if oid in self._objects]
+        self._last_region = union_regions([e.patch.region for e in step.edits if e.patch is not None])
         return Step(list(reversed(reversed_edits)), step.order_after, step.order_before)
 
 
