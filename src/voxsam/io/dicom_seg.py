@@ -14,6 +14,13 @@ from voxsam.io.volume import Volume
 log = logging.getLogger(__name__)
 
 
+# patient and study attributes a SEG copies from its source (DICOM type 2)
+TYPE2_PATIENT_STUDY = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+    "ReferringPhysicianName", "AccessionNumber", "StudyID",
+)
+
+
 def _load_sources(like: Volume) -> list:
     import pydicom
 
@@ -31,6 +38,9 @@ def _load_sources(like: Volume) -> list:
     for ds in sources:  # in-memory copies only: tidy values highdicom rejects
         if "SpecificCharacterSet" in ds and not str(ds.SpecificCharacterSet or "").strip():
             del ds.SpecificCharacterSet
+        for keyword in TYPE2_PATIENT_STUDY:  # type 2 = must be present, may be empty; some exporters drop them
+            if keyword not in ds:
+                setattr(ds, keyword, "")
     return sources
 
 
@@ -72,7 +82,12 @@ def write_dicom_seg(
     ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # highdicom nags about the source's patient-name style
-        seg = _build_seg(hd, sources, stack, descriptions)
+        try:
+            seg = _build_seg(hd, sources, stack, descriptions)
+        except (ValueError, AttributeError) as exc:  # the source lacks what a SEG must reference
+            raise UnsupportedFormatError(
+                f"{path}: the source series cannot carry a DICOM SEG ({' '.join(str(exc).split())}); write .nii.gz, .nrrd or .mha instead"
+            ) from None
     seg.save_as(str(path))
 
 
