@@ -20,7 +20,7 @@ from voxsam.io.volume import Volume
 NIFTI_SAFE = (np.uint8, np.int16, np.uint16, np.int32, np.float32)
 
 
-def nifti_bytes(array: np.ndarray, volume: Volume, level: int = 1) -> bytes:
+def nifti_bytes(array: np.ndarray, volume: Volume, level: int = 1, *, labels: bool = False) -> bytes:
     """A gzipped NIfTI-1 file of `array` (X, Y, Z) on `volume`'s grid: the voxel order stays as stored and
     the affine is the volume's (sform and qform), so voxel (i, j, k) here is voxel (i, j, k) of the volume."""
     import nibabel as nib
@@ -32,6 +32,8 @@ def nifti_bytes(array: np.ndarray, volume: Volume, level: int = 1) -> bytes:
         data = data.astype(np.float32 if data.dtype.kind == "f" or data.dtype.itemsize > 4 else np.int32)
     image = nib.Nifti1Image(data, volume.affine)
     image.header.set_xyzt_units("mm")
+    if labels:  # viewers (niivue) colour a label map through a lookup table when the intent says so
+        image.header.set_intent("label")
     image.set_sform(volume.affine, code=1)
     image.set_qform(volume.affine, code=1)
     return gzip.compress(image.to_bytes(), compresslevel=level)

@@ -141,7 +141,7 @@ def build(store: Store) -> APIRouter:
     @router.get("/{session_id}/mask.nii.gz")
     def mask_nifti(session_id: str) -> Response:
         entry = store.session(session_id)
-        return Response(nifti_bytes(entry.session.label_map, entry.session.volume), media_type="application/gzip",
+        return Response(nifti_bytes(entry.session.label_map, entry.session.volume, labels=True), media_type="application/gzip",
                         headers={"Cache-Control": "no-store"})
 
     @router.get("/{session_id}/mask")

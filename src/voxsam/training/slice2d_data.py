@@ -245,6 +245,8 @@ def _pack(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(3, H, W) bool -> (crop box r0, c0, r1, c1, bit-packed crop)."""
     any_ = np.any(masks, axis=0)
     rows, cols = np.flatnonzero(any_.any(axis=1)), np.flatnonzero(any_.any(axis=0))
+    if len(rows) == 0:  # a slice beyond the object's end (memory3d windows run past it): nothing to store
+        return np.zeros(4, dtype=np.int64), np.zeros(0, dtype=np.uint8)
     box = np.array([rows[0], cols[0], rows[-1] + 1, cols[-1] + 1], dtype=np.int64)
     return box, np.packbits(masks[:, box[0]:box[2], box[1]:box[3]].ravel())
 

@@ -50,6 +50,7 @@ export const api = {
   engines: () => request('GET', '/api/engines'),
   upload: (file) => request('POST', `/api/volumes?filename=${encodeURIComponent(file.name)}`, file),
   openPath: (path) => request('POST', '/api/volumes/open', { path }),
+  volume: (vid) => request('GET', `/api/volumes/${encodeURIComponent(vid)}`),
   imageUrl: (vid) => `/api/volumes/${encodeURIComponent(vid)}/image.nii.gz`,
   maskUrl: (sid) => `${S(sid)}/mask.nii.gz`,
   newSession: (volumeId, engine, options) => request('POST', '/api/sessions', { volume_id: volumeId, engine, options }),

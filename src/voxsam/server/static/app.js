@@ -305,6 +305,12 @@ async function start () {
   updateControls()
   state.started = true
   ui.message('open a volume: upload a file or give a server path')
+  // `voxsam serve --open FILE` (and `voxsam demo --serve`) link to the page with the volume already opened
+  const preopened = new URLSearchParams(window.location.search).get('volume')
+  if (preopened) {
+    await openVolume(api.volume(preopened))
+    await newSession()
+  }
 }
 
 start().catch(fail)
