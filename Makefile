@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 # otherwise pip resolves an open range to a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: demo test install clean-venv
+.PHONY: demo test install browser clean-venv
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +24,19 @@ $(VENV)/.installed: $(VENV)/.torch pyproject.toml
 
 install: $(VENV)/.installed
 
+# Debian's Chromium for the viewer's end-to-end test (tests/server/test_viewer_e2e.py skips, saying why, without it)
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "chromium could not be installed: the browser test will skip"; \
+	  else echo "no apt-get as root here: the browser test will skip"; fi; \
+	fi
+
 demo: install
 	$(VENV)/bin/voxsam demo --out demo_output
 
-test: install
+test: install browser
 	$(PY) -m mypy
 	$(PY) -m pytest -q
 
