@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -179,31 +179,83 @@ class SliceModel:
         Returns:
             (H, W) bool display mask and the model's predicted IoU.
         """
+        result = self.segment_with(prepared, axis, index, points_rc, labels, box_rc, mask, box_expand_px)
+        return result.mask, result.iou
+
+    def segment_with(
+        self,
+        prepared: PreparedVolume,
+        axis: int,
+        index: int,
+        points_rc: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        box_rc: np.ndarray | None = None,
+        mask: np.ndarray | None = None,
+        box_expand_px: float = 0.0,
+        decode: Callable[..., Any] | None = None,
+    ) -> SliceResult:
+        """`segment`, with another decoder (`decode(embedding, **prompt tensors) -> (low logits, iou)`, e.g. one
+        that conditions the embedding on memories first), keeping the embedding and the low-res logits."""
         import torch
-        import torch.nn.functional as F
 
         emb, geom = self.embedding(prepared, axis, index)
-        kwargs: dict[str, Any] = {}
-        if points_rc is not None and len(points_rc):
-            xy = geom.to_input(points_rc)
-            kwargs["points"] = torch.tensor(xy, dtype=torch.float32)[None]
-            kwargs["labels"] = torch.tensor(np.asarray(labels, dtype=np.int64))[None]
-        if box_rc is not None:
-            corners = geom.to_input(np.array([[box_rc[0], box_rc[1]], [box_rc[2] + 1, box_rc[3] + 1]]))
-            corners = corners + np.array([[-box_expand_px, -box_expand_px], [box_expand_px, box_expand_px]])
-            corners = np.clip(corners, 0, [geom.resized[1], geom.resized[0]])
-            kwargs["boxes"] = torch.tensor(corners.reshape(1, 4), dtype=torch.float32)
-        if mask is not None:
-            t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
-            small = F.interpolate(t, size=geom.resized, mode="bilinear", align_corners=False)
-            dense = torch.zeros((1, 1, SIZE, SIZE))
-            dense[..., : geom.resized[0], : geom.resized[1]] = (small > 0.5).float()
-            kwargs["mask_input"] = dense
+        kwargs = prompt_tensors(geom, points_rc, labels, box_rc, mask, box_expand_px)
         with torch.inference_mode():
-            low, iou = self.model.decode(emb, **kwargs)
-            h, w = geom.resized
-            logits = F.interpolate(low[:, :, :h, :w].float(), size=geom.shape, mode="bilinear", align_corners=False)
-        return (logits[0, 0] > 0).numpy(), float(iou[0, 0])
+            low, iou = (decode or self.model.decode)(emb, **kwargs)
+        return SliceResult(display_mask(low, geom), float(iou[0, 0]), low, emb, geom)
+
+
+@dataclass
+class SliceResult:
+    """One segmented slice: display mask (H, W) bool, predicted IoU, low-res logits (1, 1, 256, 256),
+    the slice's embedding (1, 256, 64, 64) and its geometry."""
+
+    mask: np.ndarray
+    iou: float
+    low: Any
+    embedding: Any
+    geom: SliceInput
+
+
+def prompt_tensors(
+    geom: SliceInput,
+    points_rc: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    box_rc: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    box_expand_px: float = 0.0,
+) -> dict[str, Any]:
+    """Display-slice prompts as the decoder's keyword tensors (points, labels, boxes, mask_input) in model-input
+    pixels; a mask prompt is binary on the 256 grid, as RadSAM feeds it."""
+    import torch
+    import torch.nn.functional as F
+
+    kwargs: dict[str, Any] = {}
+    if points_rc is not None and len(points_rc):
+        xy = geom.to_input(points_rc)
+        kwargs["points"] = torch.tensor(xy, dtype=torch.float32)[None]
+        kwargs["labels"] = torch.tensor(np.asarray(labels, dtype=np.int64))[None]
+    if box_rc is not None:
+        corners = geom.to_input(np.array([[box_rc[0], box_rc[1]], [box_rc[2] + 1, box_rc[3] + 1]]))
+        corners = corners + np.array([[-box_expand_px, -box_expand_px], [box_expand_px, box_expand_px]])
+        corners = np.clip(corners, 0, [geom.resized[1], geom.resized[0]])
+        kwargs["boxes"] = torch.tensor(corners.reshape(1, 4), dtype=torch.float32)
+    if mask is not None:
+        t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
+        small = F.interpolate(t, size=geom.resized, mode="bilinear", align_corners=False)
+        dense = torch.zeros((1, 1, SIZE, SIZE))
+        dense[..., : geom.resized[0], : geom.resized[1]] = (small > 0.5).float()
+        kwargs["mask_input"] = dense
+    return kwargs
+
+
+def display_mask(low: Any, geom: SliceInput) -> np.ndarray:
+    """(H, W) bool display mask from (1, 1, 256, 256) low-res logits: the resized region back to the slice."""
+    import torch.nn.functional as F
+
+    h, w = geom.resized
+    logits = F.interpolate(low[:, :, :h, :w].float(), size=geom.shape, mode="bilinear", align_corners=False)
+    return (logits[0, 0] > 0).numpy()
 
 
 def bbox_rc(mask: np.ndarray) -> np.ndarray | None:
