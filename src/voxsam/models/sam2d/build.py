@@ -20,25 +20,13 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from voxsam.errors import InvalidImageError, PromptError
+from voxsam.errors import InvalidImageError
 from voxsam.models.sam2d.config import Sam2DConfig, get_config
+from voxsam.models.sam2d.decoding import check_prompts, decode_prompts, finite
 from voxsam.models.sam2d.mask_decoder import MaskDecoder
 from voxsam.models.sam2d.prompt_encoder import PromptEncoder
 from voxsam.models.sam2d.tiny_vit import TinyViT
 from voxsam.models.sam2d.transformer import TwoWayTransformer
-
-
-def _as_tensor(x: Any, name: str, device: torch.device) -> Tensor:
-    if isinstance(x, Tensor):
-        return x.to(device)
-    try:
-        return torch.as_tensor(x, device=device)
-    except Exception as e:  # noqa: BLE001 - any conversion failure is a bad prompt
-        raise PromptError(f"{name} is not array-like: {e}") from None
-
-
-def _finite(t: Tensor) -> bool:
-    return t.device.type == "meta" or bool(torch.isfinite(t).all())
 
 
 class Sam2D(nn.Module):
@@ -83,7 +71,7 @@ class Sam2D(nn.Module):
             raise InvalidImageError(f"Sam2D.encode expects a (B, {c}, {s}, {s}) tensor, got {shape}")
         w = self.prompt_encoder.no_mask_embed.weight
         images = images.to(device=w.device, dtype=w.dtype)
-        if not _finite(images):
+        if not finite(images):
             raise InvalidImageError("Sam2D.encode: image contains NaN or infinite pixels")
         return self.image_encoder(images)
 
@@ -109,59 +97,9 @@ class Sam2D(nn.Module):
             PromptError: bad shapes, NaN/inf coordinates, labels outside {-1, 0, 1}, batch mismatch.
         """
         cfg = self.config
-        p, n, m = cfg.prompt_embed_dim, cfg.embedding_size, cfg.mask_size
-        if not isinstance(embeddings, Tensor) or embeddings.ndim != 4 or tuple(embeddings.shape[1:]) != (p, n, n):
-            shape = tuple(embeddings.shape) if isinstance(embeddings, Tensor) else type(embeddings).__name__
-            raise PromptError(f"embeddings must have shape (B, {p}, {n}, {n}), got {shape}")
-        dev = self.device
-        batch: dict[str, int] = {}
-        if points is not None:
-            points = _as_tensor(points, "points", dev).float()
-            if points.ndim != 3 or points.shape[-1] != 2:
-                raise PromptError(f"points must have shape (B, N, 2), got {tuple(points.shape)}")
-            if not _finite(points):
-                raise PromptError("points contain NaN or infinite coordinates")
-            if labels is None:
-                labels = torch.ones(points.shape[:2], dtype=torch.long, device=dev)
-            labels = _as_tensor(labels, "labels", dev)
-            if tuple(labels.shape) != tuple(points.shape[:2]):
-                raise PromptError(f"labels must have shape {tuple(points.shape[:2])}, got {tuple(labels.shape)}")
-            if labels.is_floating_point() and not _finite(labels):
-                raise PromptError("labels contain NaN")
-            if labels.is_floating_point() and labels.device.type != "meta" and not bool((labels == labels.round()).all()):
-                raise PromptError("labels must be integers 1 (positive), 0 (negative) or -1 (padding)")
-            labels = labels.long()
-            if labels.numel() and labels.device.type != "meta" and not bool(((labels >= -1) & (labels <= 1)).all()):
-                raise PromptError("labels must be 1 (positive), 0 (negative) or -1 (padding)")
-            batch["points"] = points.shape[0]
-        elif labels is not None:
-            raise PromptError("labels given without points")
-        if boxes is not None:
-            boxes = _as_tensor(boxes, "boxes", dev).float()
-            if boxes.ndim == 2:
-                boxes = boxes[:, None, :]
-            if boxes.ndim != 3 or boxes.shape[-1] != 4:
-                raise PromptError(f"boxes must have shape (B, 4) or (B, K, 4), got {tuple(boxes.shape)}")
-            if not _finite(boxes):
-                raise PromptError("boxes contain NaN or infinite coordinates")
-            batch["boxes"] = boxes.shape[0]
-        if mask_input is not None:
-            mask_input = _as_tensor(mask_input, "mask_input", dev).float()
-            if mask_input.ndim != 4 or tuple(mask_input.shape[1:]) != (1, m, m):
-                raise PromptError(f"mask_input must have shape (B, 1, {m}, {m}), got {tuple(mask_input.shape)}")
-            if not _finite(mask_input):
-                raise PromptError("mask_input contains NaN or infinite values")
-            batch["mask_input"] = mask_input.shape[0]
-        sizes = set(batch.values())
-        if len(sizes) > 1:
-            raise PromptError("prompt batch sizes differ: " + ", ".join(f"{k} {v}" for k, v in batch.items()))
-        b = sizes.pop() if sizes else embeddings.shape[0]
-        if embeddings.shape[0] not in (1, b):
-            raise PromptError(f"embeddings batch {embeddings.shape[0]} does not match the prompts' batch {b}")
-        emb = embeddings.to(dev).expand(b, -1, -1, -1)
-        sparse, dense = self.prompt_encoder(points, labels, boxes, mask_input, b)
-        return self.mask_decoder(emb, self.prompt_encoder.get_dense_pe(), sparse, dense,
-                                 multimask_output=bool(multimask))
+        prompts = check_prompts(embeddings, points, labels, boxes, mask_input, embed_dim=cfg.prompt_embed_dim,
+                                embedding_size=cfg.embedding_size, mask_size=cfg.mask_size, device=self.device)
+        return decode_prompts(self.prompt_encoder, self.mask_decoder, prompts, multimask)
 
     def forward(self, images: Tensor, points: Tensor | None = None, labels: Tensor | None = None,
                 boxes: Tensor | None = None, mask_input: Tensor | None = None,

@@ -1,0 +1,65 @@
+"""Prompt encoder + mask decoder weights from a slice2d decoder file (the format the slice2d engine loads).
+
+A decoder file is a plain state dict (optionally ``{"state_dict": ...}``) whose keys all start with
+``prompt_encoder.`` or ``mask_decoder.`` (float16 when shipped): `voxsam/weights/slice2d_decoder.pt`
+(`BUNDLED_SLICE2D_DECODER`, LiteMedSAM's decoder fine-tuned by the slice2d family) or one exported by
+``voxsam train`` for slice2d. Read with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from voxsam.errors import CheckpointError
+
+#: slice2d's fine-tuned prompt encoder + mask decoder shipped with voxsam (weights/SLICE2D_MODEL_CARD.md)
+BUNDLED_SLICE2D_DECODER = Path(__file__).resolve().parents[2] / "weights" / "slice2d_decoder.pt"
+PREFIXES = ("prompt_encoder.", "mask_decoder.")
+
+
+def read_decoder_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """The ``prompt_encoder.*`` + ``mask_decoder.*`` tensors of a decoder file, as float32.
+
+    Raises:
+        CheckpointError: missing, unreadable, or not a decoder file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such decoder weights file")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a bad checkpoint
+        raise CheckpointError(f"{p}: unreadable decoder weights ({type(exc).__name__})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and k.startswith(PREFIXES) and isinstance(v, Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{p}: not a slice2d decoder file (expected prompt_encoder.* and mask_decoder.* weights)")
+    return {k: v.float() for k, v in state.items()}
+
+
+def load_decoder_weights(model: nn.Module, path: Any) -> None:
+    """Load a decoder file into ``model.prompt_encoder`` and ``model.mask_decoder`` (strictly).
+
+    Args:
+        model: a `Memory3D` (or any module with those two children).
+        path: a file path, or "bundled" for `BUNDLED_SLICE2D_DECODER`.
+    Raises:
+        CheckpointError: unreadable file, or weights missing / extra / of another shape.
+    """
+    p = BUNDLED_SLICE2D_DECODER if isinstance(path, str) and path == "bundled" else Path(path)
+    state = read_decoder_file(p)
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(PREFIXES)}
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing or extra:
+        what = f"{len(missing)} missing, e.g. {missing[0]}" if missing else f"{len(extra)} unexpected, e.g. {extra[0]}"
+        raise CheckpointError(f"{p}: decoder weights do not fit this model ({what})")
+    bad = [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)]
+    if bad:
+        raise CheckpointError(f"{p}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, the model needs "
+                              f"{tuple(own[bad[0]].shape)}")
+    model.load_state_dict(state, strict=False)
