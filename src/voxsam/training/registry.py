@@ -13,6 +13,7 @@ from voxsam.training.sam3d_family import Sam3DFamily
 
 FAMILIES: dict[str, ModelFamily[Any]] = {"sam3d": Sam3DFamily()}
 FAMILIES["slice2d"] = __import__("voxsam.training.slice2d_family", fromlist=["Slice2DFamily"]).Slice2DFamily()
+FAMILIES["memory3d"] = __import__("voxsam.training.memory3d_family", fromlist=["Memory3DFamily"]).Memory3DFamily()
 
 
 def register_family(family: ModelFamily[Any]) -> None:

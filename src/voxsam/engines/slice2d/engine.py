@@ -97,7 +97,8 @@ class Slice2DEngine(Engine):
         yield anchor, view.from_display(start)
         if start.any():
             band = _intensity_band(view.take(prepared.image, anchor), start)
-            chains = [self._chain(prepared, axis, anchor, start, step, prompts, locked, old, band) for step in (-1, 1)]
+            context = self._chain_context(prepared, axis, anchor, start, locked)
+            chains = [self._chain(prepared, axis, anchor, start, step, prompts, locked, old, band, context) for step in (-1, 1)]
             for k, m in _interleave(chains):
                 plane = view.from_display(m)
                 _write(mask, axis, k, plane)
@@ -156,6 +157,7 @@ class Slice2DEngine(Engine):
         locked: dict[int, np.ndarray],
         old: np.ndarray | None,
         band: tuple[float, float],
+        context: Any = None,
     ) -> Chain:
         """Slices start+step, start+2·step, ... each prompted by the one before, until the object ends
         (or, when editing, until two consecutive slices agree with the old mask)."""
@@ -170,7 +172,7 @@ class Slice2DEngine(Engine):
                 box = user_box if user_box is not None or o.propagation_prompt == "mask" else bbox_rc(prev)
                 mask_prompt = prev if o.propagation_prompt != "box" else None
                 expand = 0.0 if user_box is not None else o.box_expand_px
-                current, iou = self.slices.segment(prepared, axis, k, points, labels, box, mask_prompt, expand)
+                current, iou, extra = self._segment_next(context, prepared, axis, k, points, labels, box, mask_prompt, expand)
                 area = int(current.sum())
                 prompted = user_box is not None or (labels is not None and bool(labels.any()))
                 leak = area > o.max_area_ratio * max(int(prev.sum()), 64)
@@ -179,12 +181,32 @@ class Slice2DEngine(Engine):
                     leak = float(np.mean((pixels >= band[0]) & (pixels <= band[1]))) < o.intensity_agreement
                 if not prompted and (area < max(1, o.min_area_px) or iou < o.stop_iou or leak):
                     return
+                self._accept(context, k, extra)
             yield k, current
             if old is not None:
                 agreeing = agreeing + 1 if dice2d(current, view.take(old, k)) >= o.edit_agreement else 0
                 if agreeing >= 2:
                     return
             prev, k = current, k + step
+
+
+    # ------------------------------------------------------------------ hooks (memory3d overrides them)
+    def _chain_context(
+        self, prepared: PreparedVolume, axis: int, anchor: int, start: np.ndarray, locked: dict[int, np.ndarray]
+    ) -> Any:
+        """State shared by one propagation's chains (none here: each slice sees only its prompts)."""
+        return None
+
+    def _segment_next(
+        self, context: Any, prepared: PreparedVolume, axis: int, k: int, points: np.ndarray | None, labels: np.ndarray | None,
+        box: np.ndarray | None, mask_prompt: np.ndarray | None, expand: float,
+    ) -> tuple[np.ndarray, float, Any]:
+        """One propagated slice: (display mask, predicted IoU, anything `_accept` needs)."""
+        mask, iou = self.slices.segment(prepared, axis, k, points, labels, box, mask_prompt, expand)
+        return mask, iou, None
+
+    def _accept(self, context: Any, k: int, extra: Any) -> None:
+        """A propagated slice passed the stopping rules."""
 
 
 def _load_model(options: Slice2DOptions) -> Any:

@@ -115,6 +115,7 @@ class SliceModel:
         self.precision = precision
         self.fast = fast
         self._encode: Any = None
+        self.decoder: Callable[..., Any] | None = None  # replaces model.decode when set (memory3d: its own decoder)
 
     def encoder(self) -> Any:
         """The callable (B, 3, 256, 256) -> (B, 256, 64, 64) float32 used for `embedding` (built once)."""
@@ -201,7 +202,7 @@ class SliceModel:
         emb, geom = self.embedding(prepared, axis, index)
         kwargs = prompt_tensors(geom, points_rc, labels, box_rc, mask, box_expand_px)
         with torch.inference_mode():
-            low, iou = (decode or self.model.decode)(emb, **kwargs)
+            low, iou = (decode or self.decoder or self.model.decode)(emb, **kwargs)
         return SliceResult(display_mask(low, geom), float(iou[0, 0]), low, emb, geom)
 
 

@@ -1,0 +1,113 @@
+"""`memory3d` engine: SAM2-3dMed's way to a 3D mask - slices as the frames of a video, each propagated slice
+conditioned on a memory bank of the slices decided before it.
+
+The same walk as `slice2d` (anchor slice, both directions at once, the same stopping rules and editing),
+with one difference per propagated slice k: its frozen LiteMedSAM embedding first attends to the bank
+(`Memory3D.condition`): the prompted slice and any painted slice as conditioning memories, plus the most
+recent slices decided on the way, each with its signed offset to k. The conditioned embedding is decoded
+with the previous slice's box (`propagation_prompt`, as slice2d) and the decided slice joins the bank
+(`Memory3D.memorize`). A correction on another slice is a new anchor whose mask is a conditioning memory,
+so re-propagating from it is SAM2's way to edit. Slices are encoded once, only when visited (cached).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxsam.engines.memory3d.options import Memory3DOptions
+from voxsam.engines.options import validate_options
+from voxsam.engines.slice2d.engine import Slice2DEngine
+from voxsam.engines.slice2d.slices import PreparedVolume, SliceInput, SliceResult
+from voxsam.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+#: memory3d weights trained by this project (see weights/MEMORY3D_MODEL_CARD.md)
+BUNDLED_MEMORY = Path(__file__).resolve().parents[2] / "weights" / "memory3d.pt"
+
+
+@dataclass
+class Bank:
+    """One propagation's memories (shared by both directions) and its slice axis."""
+
+    axis: int
+    memories: list[Any] = field(default_factory=list)
+
+
+class Memory3DEngine(Slice2DEngine):
+    """Memory propagation over slices (SAM2-3dMed). Options: `Memory3DOptions`; `memory` overrides the weights."""
+
+    name = "memory3d"
+
+    def __init__(self, options: Memory3DOptions | None = None, model: Any = None, memory: Any = None, **overrides: Any) -> None:
+        if options is None:
+            options = validate_options("memory3d", Memory3DOptions, overrides)  # type: ignore[assignment]
+        elif overrides:
+            options = options.model_copy(update=dict(validate_options("memory3d", Memory3DOptions, overrides).model_dump(exclude_unset=True)))
+        assert isinstance(options, Memory3DOptions)
+        super().__init__(options, model)
+        self.options: Memory3DOptions = options
+        self.memory = (memory if memory is not None else load_memory_model(options, self.slices.model)).float().eval()
+        # prompted slices too go through the memory model's decoder (with no memory), as in training
+        self.slices.decoder = lambda emb, **prompts: self.memory.decode(self.memory.condition(emb, [], 0), **prompts)
+
+    # ------------------------------------------------------------------ slice2d's hooks
+    def _chain_context(
+        self, prepared: PreparedVolume, axis: int, anchor: int, start: np.ndarray, locked: dict[int, np.ndarray]
+    ) -> Bank:
+        bank = Bank(axis)
+        for k, mask in {anchor: start, **locked}.items():
+            emb, geom = self.slices.embedding(prepared, axis, k)
+            bank.memories.append(self._memorize(emb, geom, mask, k, conditioning=True))
+        return bank
+
+    def _segment_next(
+        self, context: Any, prepared: PreparedVolume, axis: int, k: int, points: np.ndarray | None, labels: np.ndarray | None,
+        box: np.ndarray | None, mask_prompt: np.ndarray | None, expand: float,
+    ) -> tuple[np.ndarray, float, Any]:
+        import torch
+
+        from voxsam.models.memory3d import select_memories
+
+        cfg = self.memory.config
+        chosen = select_memories(context.memories, k, cfg.max_bank, cfg.max_conditioning) if self.options.use_memory else []
+
+        def decode(emb: Any, **prompts: Any) -> Any:
+            return self.memory.decode(self.memory.condition(emb, chosen, k), **prompts)
+
+        with torch.inference_mode():
+            result = self.slices.segment_with(prepared, axis, k, points, labels, box, mask_prompt, expand, decode=decode)
+        return result.mask, result.iou, result
+
+    def _accept(self, context: Any, k: int, extra: Any) -> None:
+        result: SliceResult = extra
+        context.memories.append(self._memorize(result.embedding, result.geom, result.mask, k, conditioning=False))
+
+    def _memorize(self, emb: Any, geom: SliceInput, display: np.ndarray, k: int, conditioning: bool) -> Any:
+        """A memory of a decided slice from its display mask (as +-10 logits on the 256 grid, as in training)."""
+        import torch
+
+        from voxsam.engines.slice2d.slices import prompt_tensors
+
+        grid = prompt_tensors(geom, mask=display)["mask_input"]  # (1, 1, 256, 256) binary on the model grid
+        with torch.inference_mode():
+            return self.memory.memorize(emb, grid * 20.0 - 10.0, k, conditioning=conditioning)
+
+
+def load_memory_model(options: Memory3DOptions, sam2d: Any) -> Any:
+    """The memory model: `memory_weights`, else the bundled file; without either, a fresh one on `sam2d`'s
+    prompt encoder + decoder whose memory attention is still zero: it then decodes exactly as slice2d (said in
+    the log)."""
+    from voxsam.models.memory3d import build_memory3d, load_memory3d
+
+    path = options.memory_weights or (BUNDLED_MEMORY if BUNDLED_MEMORY.is_file() else None)
+    if path is not None:
+        if not Path(path).is_file():
+            raise CheckpointError(f"{path}: no such memory3d weights file")
+        return load_memory3d(path)
+    log.warning("memory3d: no trained weights (%s is missing); the memory is untrained and changes nothing", BUNDLED_MEMORY)
+    return build_memory3d("litemedsam_mem", sam2d=sam2d)

@@ -1,0 +1,102 @@
+"""memory3d engine: with an untrained memory it is slice2d exactly; a trained (here: perturbed) memory changes
+the propagated slices and every decided slice joins the bank; options and weights errors."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from voxsam.errors import CheckpointError, ConfigError  # noqa: E402
+from voxsam.io.volume import Volume  # noqa: E402
+from voxsam.prompts import Box, Change, PromptSet, SliceRef  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def litemedsam() -> Iterator[object]:
+    from voxsam.errors import CheckpointError as Missing
+    from voxsam.models.sam2d import load_litemedsam
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield load_litemedsam().float().eval()
+    except Missing as exc:
+        pytest.skip(f"LiteMedSAM weights are not installed: {exc}")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _organ() -> tuple[Volume, np.ndarray]:
+    """A bright ellipsoid in noisy soft tissue, 3 mm slices along axis 2 (6 slices hold it)."""
+    rng = np.random.default_rng(0)
+    grid = np.indices((64, 64, 12)).astype(float)
+    inside = ((grid[0] - 32) / 14) ** 2 + ((grid[1] - 30) / 10) ** 2 + ((grid[2] - 6) / 3.2) ** 2 <= 1
+    image = rng.normal(40, 8, inside.shape) + 160 * inside
+    return Volume(image.astype(np.int16), np.diag([1.0, 1.0, 3.0, 1.0]), modality="CT"), inside
+
+
+def _run(engine, prepared, prompts) -> tuple[list[int], np.ndarray]:
+    steps = engine.propagate(prepared, prompts, None, Change(added=(prompts.boxes[-1],)))
+    order = []
+    try:
+        while True:
+            k, _ = next(steps)
+            order.append(k)
+    except StopIteration as done:
+        return order, done.value.mask
+
+
+def test_untrained_memory_is_slice2d_exactly_and_a_trained_one_conditions_every_slice(litemedsam) -> None:
+    from voxsam.engines.memory3d import Memory3DEngine
+    from voxsam.engines.slice2d import Slice2DEngine
+    from voxsam.models.memory3d import build_memory3d
+
+    volume, organ = _organ()
+    box = Box((20.0, 21.0, 6.0), (44.0, 39.0, 6.0), SliceRef(2, 6))
+    prompts = PromptSet(boxes=(box,))
+    base = Slice2DEngine(model=litemedsam)
+    prepared = base.prepare(volume)  # shared: both engines read the same cached embeddings
+    order2d, mask2d = _run(base, prepared, prompts)
+    fresh = Memory3DEngine(model=litemedsam, memory=build_memory3d("litemedsam_mem", sam2d=litemedsam, memory_pool=4))
+    order3d, mask3d = _run(fresh, prepared, prompts)
+    assert order3d == order2d and len(order2d) >= 4
+    np.testing.assert_array_equal(mask3d, mask2d)
+    dice = 2 * (mask2d & organ).sum() / (mask2d.sum() + organ.sum())
+    assert dice > 0.6, dice
+
+    trained = build_memory3d("litemedsam_mem", sam2d=litemedsam, memory_pool=4)
+    with torch.no_grad():  # a memory that speaks: non-zero output projections
+        for name, p in trained.memory_attention.named_parameters():
+            if p.dim() > 1 and float(p.abs().max()) == 0.0:
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
+    engine = Memory3DEngine(model=litemedsam, memory=trained)
+    accepted: list[int] = []
+    original = engine._accept
+    engine._accept = lambda context, k, extra: (accepted.append(len(context.memories)), original(context, k, extra))[1]  # type: ignore[method-assign]
+    order, mask = _run(engine, prepared, prompts)
+    assert order[0] == 6 and len(accepted) == len(order) - 1
+    assert accepted == list(range(1, len(order)))  # the anchor, then every decided slice, joins the bank
+    assert not np.array_equal(mask, mask2d)  # the memory changed the propagated slices
+
+
+def test_registry_options_and_weights_errors(tmp_path) -> None:
+    from voxsam.engines import ENGINES, engine_spec
+    from voxsam.engines.memory3d import Memory3DOptions
+    from voxsam.engines.options import parse_options
+
+    assert "memory3d" in ENGINES and engine_spec("memory3d").capabilities.propagates
+    options = parse_options(engine_spec("memory3d"), {"use_memory": "false", "stop_iou": "0.5"})
+    assert isinstance(options, Memory3DOptions) and options.use_memory is False
+    with pytest.raises(ConfigError, match="memory_pool"):
+        parse_options(engine_spec("memory3d"), {"memory_pool": 4})
+    from voxsam.engines.memory3d.engine import load_memory_model
+
+    with pytest.raises(CheckpointError, match="no such"):
+        load_memory_model(Memory3DOptions(memory_weights=tmp_path / "missing.pt"), None)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        load_memory_model(Memory3DOptions(memory_weights=junk), None)

@@ -1,0 +1,74 @@
+"""memory3d training: window plans (runs of consecutive slices past the object's ends), samples and the
+window loss (gradients reach the memory), on synthetic cached slices."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from voxsam.training.data import TrainCase  # noqa: E402
+from voxsam.training.memory3d_config import Memory3DTrainConfig  # noqa: E402
+from voxsam.training.memory3d_data import Window, make_window_plan, target_runs  # noqa: E402
+from voxsam.training.slice2d_data import CachedSlice, Survey, Target, _pack  # noqa: E402
+
+
+def _survey(n_slices: int = 30, lo: int = 10, hi: int = 19, source: str = "s") -> Survey:
+    case = TrainCase(source, "c1", (Path("img.nii.gz"),), Path("lab.nii.gz"), "CT")
+    counts = {1: [(0, [0]), (0, [0]), (lo, [100] * (hi - lo + 1))]}
+    return Survey("key", case, (64, 64, n_slices), (1.0, 1.0, 3.0), 2, counts)
+
+
+def test_runs_cover_the_object_and_its_ends() -> None:
+    sv = _survey()
+    t = Target("s", sv, 1, 2, sv.valid_slices(1, 2, 20), 12)
+    starts = set()
+    for seed in range(40):
+        for run in target_runs(t, 12, 1, 3, np.random.default_rng(seed)):
+            assert len(run) == 12 and run == list(range(run[0], run[0] + 12))
+            assert run[0] >= 7 and run[-1] <= 22  # within 3 slices of the object's ends
+            starts.add(run[0])
+    assert min(starts) == 7 and max(starts) == 11
+    items = make_window_plan([sv], {"s": 1.0}, 100, 12, 2, 3, 20, 0)
+    assert 12 <= len(items) <= 24 and all(t.axis == 2 for t, _ in items)
+    assert make_window_plan([sv], {"s": 1.0}, 11, 12, 1, 3, 20, 0) == []  # the budget holds no whole run
+
+
+def _window(tmp_path: Path, n: int = 6) -> Window:
+    rng = np.random.default_rng(0)
+    slices = []
+    for k in range(n):
+        emb = tmp_path / f"a2_{k:04d}.npy"
+        np.save(emb, rng.normal(0, 1, (256, 64, 64)).astype(np.float16))
+        masks = np.zeros((3, 40, 40), dtype=bool)
+        for j, r in enumerate((k - 1, k, k + 1)):
+            if 0 <= r < n - 1:  # the last slice is beyond the object
+                masks[j, 10:30, 12:28 - r] = True
+        box, bits = _pack(masks)
+        slices.append(CachedSlice(emb, (40, 40), (256, 256), (1.0, 1.0), box, bits))
+    return Window("s", "case", 2, 0, slices)
+
+
+def test_window_samples_and_loss_reach_the_memory(tmp_path: Path) -> None:
+    from voxsam.models.memory3d import build_memory3d
+    from voxsam.training.memory3d_loss import WindowSamples, batch_loss, collate
+
+    cfg = Memory3DTrainConfig.model_validate({
+        "family": "memory3d", "data": {"sources": [{"name": "s", "path": str(tmp_path)}]},
+        "window": {"lengths": [3]}, "run": {"out_dir": str(tmp_path / "run"), "steps": 1}})
+    samples = WindowSamples({"s": [_window(tmp_path)]}, cfg)
+    a, b = samples[3], samples[3]
+    assert a["prompted"] == b["prompted"] and np.array_equal(a["emb"], b["emb"])  # a pure function of i
+    assert a["emb"].shape == (3, 256, 64, 64) and a["target"].shape == (3, 256, 256)
+    assert a["target"][a["prompted"]].any()
+    torch.manual_seed(0)
+    model = build_memory3d("litemedsam_mem", memory_pool=4, num_layers=1).train()
+    loss, metrics = batch_loss(model, cfg, collate([samples[1]]), None)  # type: ignore[arg-type]
+    assert torch.isfinite(loss) and {"dice_prompted", "dice_propagated", "bd", "srpp"} <= set(metrics)
+    loss.backward()
+    out_proj = [p for n, p in model.memory_attention.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert out_proj, "no gradient reached memory attention"
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.boundary_head.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.srpp_head.parameters())
