@@ -113,8 +113,11 @@ def carried_box(prev: Tensor, expand: float, resized: tuple[int, int]) -> Tensor
     return torch.tensor([box], dtype=torch.float32)
 
 
-def window_loss(model: Any, cfg: Memory3DTrainConfig, sample: Mapping[str, Any]) -> tuple[Tensor, dict[str, float]]:
-    """(loss, metrics) of one window (see the module docstring)."""
+def window_loss(model: Any, cfg: Memory3DTrainConfig, sample: Mapping[str, Any], preds: dict[int, Tensor] | None = None,
+                stop_on_empty: bool = False, use_memory: bool = True) -> tuple[Tensor, dict[str, float]]:
+    """(loss, metrics) of one window (see the module docstring). Evaluation: `preds` collects each decided
+    slice's (256, 256) bool prediction; `stop_on_empty` ends a direction at an empty prediction, as the engine
+    does; `use_memory=False` decodes every propagated slice without its bank."""
     from voxsam.models.memory3d import boundary_loss, boundary_target, select_memories
     from voxsam.training.slice2d_prompts import _row_losses
 
@@ -145,18 +148,21 @@ def window_loss(model: Any, cfg: Memory3DTrainConfig, sample: Mapping[str, Any])
         if mcfg.bd and w.bd_weight > 0:
             edges.append(boundary_loss(model.boundary(cond), boundary_target(target[j:j + 1, None] > 0)))
         conditioned[j] = cond
-        return (low.detach()[0, 0] > 0) & (valid[0] > 0)
+        decided = (low.detach()[0, 0] > 0) & (valid[0] > 0)
+        if preds is not None:
+            preds[j] = decided
+        return decided
 
     start = step(p, model.condition(emb[p:p + 1], [], first + p), kw)
     bank = [model.memorize(emb[p:p + 1], binary_logits(start)[None, None], first + p, conditioning=True)]
     for direction in (-1, 1):
         chain, prev, j = list(bank), start, p + direction
-        while 0 <= j < n:
+        while 0 <= j < n and not (stop_on_empty and not bool(prev.any())):
             prompts: dict[str, Any] = {}
             box = carried_box(prev, w.box_expand_px, (h, wd)) if w.carry_box else None
             if box is not None:
                 prompts["boxes"] = box
-            memories = select_memories(chain, first + j, mcfg.max_bank, mcfg.max_conditioning)
+            memories = select_memories(chain, first + j, mcfg.max_bank, mcfg.max_conditioning) if use_memory else []
             prev = step(j, model.condition(emb[j:j + 1], memories, first + j), prompts)
             chain.append(model.memorize(emb[j:j + 1], binary_logits(prev)[None, None], first + j))
             j += direction
