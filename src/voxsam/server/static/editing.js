@@ -6,6 +6,11 @@ import { clampVoxel, mmToVoxel, viewAxis } from './coords.js'
 import { planeAxes } from './overlay.js'
 import * as ui from './ui.js'
 
+// Slice events are gathered this long before their block is fetched: an engine that decides its slices
+// all at once (classic, sam3d) streams them in one burst followed by `done`, which then brings one block,
+// one overlay upload and one frame instead of several (each a full redraw: ~1 s with software GL).
+const SLICE_BATCH_MS = 120
+
 // Block fetches run one at a time, in order, so a later answer always lands after an earlier one; a request
 // made while another still waits merges into it (a fast propagation's slice events become few fetches).
 class BlockSync {
@@ -13,9 +18,40 @@ class BlockSync {
     this.ctx = ctx
     this.tail = Promise.resolve()
     this.waiting = null
+    this.batch = null // {region, timer, done, resolve}: slice regions held back for SLICE_BATCH_MS
+  }
+
+  // A region to show soon: held back with the other slices of a burst; the next request() takes it along.
+  requestSoon (region) {
+    if (this.batch) {
+      this.batch.region = union(this.batch.region, region)
+      return this.batch.done
+    }
+    const batch = { region }
+    batch.done = new Promise((resolve) => { batch.resolve = resolve })
+    batch.timer = setTimeout(() => this.flush(), SLICE_BATCH_MS)
+    this.batch = batch
+    return batch.done
+  }
+
+  flush () {
+    const batch = this.batch
+    if (!batch) return
+    this.batch = null
+    clearTimeout(batch.timer)
+    batch.resolve(this.request(batch.region))
   }
 
   request (region) {
+    if (this.batch) {
+      const batch = this.batch
+      this.batch = null
+      clearTimeout(batch.timer)
+      region = union(region, batch.region)
+      const done = this.request(region)
+      batch.resolve(done)
+      return done
+    }
     if (this.waiting) {
       this.waiting.region = union(this.waiting.region, region)
       return this.waiting.done
@@ -156,10 +192,11 @@ export class Editor {
           axis = d.axis
         } else if (event.type === 'slice') {
           decided++
-          this.sync.request(slab(shape, axis, d.index))
+          this.sync.requestSoon(slab(shape, axis, d.index))
           progress(`object ${objectId}: ${decided} / ${shape[axis]} slices decided (axis ${axis})`, true)
         } else if (event.type === 'done') {
           if (d.region) await this.sync.request(d.region)
+          else this.sync.flush() // the slices held back, if any
           await this.sync.tail
           progress(`${d.cancelled ? 'cancelled after' : 'done:'} ${d.slices ?? decided} slices`, false)
           state.propagations++

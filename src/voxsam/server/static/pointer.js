@@ -83,7 +83,17 @@ export function attachPointer (nv, canvas, band, actions) {
     }
   }
 
+  // A release on the canvas that ends one of our 2D gestures stays ours too: niivue never saw its press,
+  // and its mouseup listener would draw the whole scene once more (a full frame: with software GL on a
+  // 256³ volume that is most of a second) just before the click draws its own.
+  function onCanvasUp (e) {
+    if (!gesture || gesture.kind === 'render' || e.button !== 0) return
+    e.stopImmediatePropagation()
+    onUp(e)
+  }
+
   canvas.addEventListener('mousedown', onDown, { capture: true })
+  canvas.addEventListener('mouseup', onCanvasUp, { capture: true })
   window.addEventListener('mousemove', onMove)
   window.addEventListener('mouseup', onUp)
 
