@@ -334,7 +334,7 @@ def tube_volume(shape: tuple[int, int, int] = (256, 256, 120), depth: int | None
     return Volume(image, np.diag([0.8, 0.8, 2.0, 1.0]), modality="CT")
 
 
-def propagation_child(precision: str, threads: int, length: int) -> dict[str, Any]:
+def propagation_child(precision: str, threads: int, length: int, engine: str = "slice2d") -> dict[str, Any]:
     """One box -> propagation over the tube; then set_mask + a click on one slice (all cached)."""
     from voxsam.session import Session
 
@@ -342,7 +342,7 @@ def propagation_child(precision: str, threads: int, length: int) -> dict[str, An
     vol = tube_volume(length=length)
     truth = vol.array > 150
     t0 = time.perf_counter()
-    s = Session(vol, "slice2d", precision=precision)
+    s = Session(vol, engine, precision=precision)
     s.prepare()
     setup = time.perf_counter() - t0
     z = np.flatnonzero(truth.any(axis=(0, 1)))
@@ -367,7 +367,7 @@ def propagation_child(precision: str, threads: int, length: int) -> dict[str, An
     edit_visited = [k for k, _ in s.propagate()]
     edit = time.perf_counter() - t
     return {
-        "precision": precision, "threads": threads, "object_slices": int(z.size),
+        "engine": engine, "precision": precision, "threads": threads, "object_slices": int(z.size),
         "setup_s (engine + weights + fast encoder build is lazy)": round(setup, 2),
         "propagation_s": round(first, 2), "slices_visited": len(visited), "encoder_calls": calls_first,
         "s_per_100_slices": round(first * 100 / max(len(visited), 1), 2),
@@ -379,8 +379,8 @@ def propagation_child(precision: str, threads: int, length: int) -> dict[str, An
     }
 
 
-def propagation(precision: str, threads: int, length: int) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--_child", precision, "--threads", str(threads), "--length", str(length)]
+def propagation(precision: str, threads: int, length: int, engine: str = "slice2d") -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--_child", precision, "--threads", str(threads), "--length", str(length), "--engine", engine]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         return {"precision": precision, "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
@@ -440,11 +440,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-agreement", action="store_true")
     ap.add_argument("--no-propagation", action="store_true")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile once (slow to compile)")
+    ap.add_argument("--engine", default="slice2d", help="engine of the propagation runs: slice2d or memory3d (same walk, "
+                    "memory-conditioned slices)")
+    ap.add_argument("--propagation-only", action="store_true", help="only the engine end to end (e.g. with --engine memory3d)")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args._child:
-        print(json.dumps(propagation_child(args._child, int(args.threads or 1), args.length)))
+        print(json.dumps(propagation_child(args._child, int(args.threads or 1), args.length, args.engine)))
         return 0
 
     quick = args.quick
@@ -459,13 +462,16 @@ def main(argv: list[str] | None = None) -> int:
     # 1. the engine end to end, each precision in its own process (own peak RSS)
     if not args.no_propagation:
         props = ["bfloat16" if bf16 else "float32"] if quick else (["float32", "bfloat16"] if bf16 else ["float32"])
-        result["propagation"] = [propagation(p, args.prop_threads, args.length) for p in props]
+        result["propagation"] = [propagation(p, args.prop_threads, args.length, args.engine) for p in props]
         for r in result["propagation"]:
             target = TARGETS["s_per_100_slices_bf16_native" if r.get("precision") == "bfloat16" else "s_per_100_slices_float32"]
             r["target_s_per_100_slices"] = target
             r["target_ms_per_edit_step"] = TARGETS["ms_per_edit_step"]
             r["target_peak_rss_mb"] = TARGETS["peak_rss_mb"]
         result["load_after_propagation"] = load()
+    if args.propagation_only:
+        print(json.dumps(result, indent=2))
+        return 0
 
     model = load_model()
     # 2. encoder and decoder
