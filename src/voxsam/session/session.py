@@ -32,6 +32,7 @@ from voxsam.errors import PromptError
 from voxsam.io.volume import Volume
 from voxsam.prompts import Change, Prompt, PromptSet, SliceMask
 from voxsam.session.history import History, ObjectEdit, ObjectState, Patch, Pending, Step
+from voxsam.session.masks import as_uint8, bounding_box, union
 from voxsam.session.propagation import Propagation
 from voxsam.session.prompting import PromptBuilders
 
@@ -63,6 +64,7 @@ class Session(PromptBuilders):
         self._prepared: Any = None
         self._objects: dict[int, ObjectState] = {}
         self._masks: dict[int, np.ndarray] = {}  # (X, Y, Z) bool per object
+        self._boxes: dict[int, Region | None] = {}  # per object: a box holding every True voxel (None: empty)
         self._pending: dict[int, Pending] = {}
         self._order: list[int] = []  # object ids, least recently edited first
         self._history = History(history_bytes)
@@ -165,6 +167,7 @@ class Session(PromptBuilders):
                     yield k, np.take(mask, k, axis=axis)
             return
         work = old.copy() if old is not None else np.zeros(self.volume.shape, dtype=bool)
+        old_box = self._boxes.get(object_id)
         self._masks[object_id] = work  # readers see the slices as they come
         touched: list[int] = []
         steps = self.engine.propagate(prepared, pending.prompts, previous, pending.change)
@@ -183,11 +186,12 @@ class Session(PromptBuilders):
                 plane[axis] = slice(int(k), int(k) + 1)
                 work[tuple(plane)] = np.expand_dims(np.asarray(mask2d, dtype=bool), axis)
                 touched.append(int(k))
+                self._boxes[object_id] = union(self._boxes.get(object_id), _slab(self.volume.shape, axis, int(k), int(k)), self.volume.shape)
                 yield int(k), mask2d
         except GeneratorExit:
             pass  # the caller stopped iterating: keep the slices decided so far, as a cancel does
         except BaseException:
-            self._restore_mask(object_id, old)  # an engine error changes nothing
+            self._restore_mask(object_id, old, old_box)  # an engine error changes nothing
             raise
         finally:
             steps.close()
@@ -196,16 +200,18 @@ class Session(PromptBuilders):
         if prediction is not None:
             self._check_prediction(prediction)
             final, region, state = prediction.mask, prediction.region, prediction.state
-        self._restore_mask(object_id, old)
+        self._restore_mask(object_id, old, old_box)
         if region is None and prediction is None:
             region = (slice(0, 0), slice(0, 0), slice(0, 0))  # cancelled before the first slice
         self._commit(object_id, ObjectState(pending.prompts, state), final, region, old)
 
-    def _restore_mask(self, object_id: int, mask: np.ndarray | None) -> None:
+    def _restore_mask(self, object_id: int, mask: np.ndarray | None, box: Region | None) -> None:
         if mask is None:
             self._masks.pop(object_id, None)
+            self._boxes.pop(object_id, None)
         else:
             self._masks[object_id] = mask
+            self._boxes[object_id] = box
 
     # ------------------------------------------------------------------ history
     def undo(self) -> bool:
@@ -240,7 +246,8 @@ class Session(PromptBuilders):
                 if oid not in self._objects:
                     continue
                 mask = self._masks.pop(oid)
-                region = changed_region(mask, np.zeros((1, 1, 1), dtype=bool)) if mask.any() else None
+                box = self._boxes.pop(oid, None)
+                region = bounding_box(mask, box) if box is not None else None
                 edits.append(ObjectEdit(oid, self._objects.pop(oid), None, Patch.take(mask, region) if region else None))
                 self._order.remove(oid)
             if edits:
@@ -274,7 +281,12 @@ class Session(PromptBuilders):
         """(X, Y, Z) uint8: the mask of the single object, or the union of all objects."""
         if len(self._objects) <= 1:
             return self._mask_u8(next(iter(self._objects), 1))
-        return (self.label_map > 0).astype(np.uint8)
+        out = np.zeros(self.volume.shape, dtype=np.uint8)
+        for oid in list(self._order):
+            mask, box = self._masks.get(oid), self._boxes.get(oid)
+            if mask is not None and box is not None:
+                out[box] |= mask[box]
+        return out
 
     @property
     def label_map(self) -> np.ndarray:
@@ -282,9 +294,10 @@ class Session(PromptBuilders):
         top = max(self._objects, default=0)
         out = np.zeros(self.volume.shape, dtype=np.uint8 if top < 256 else np.uint16)
         for oid in list(self._order):  # later writes win
-            mask = self._masks.get(oid)
-            if mask is not None:
-                out[mask] = oid
+            mask, box = self._masks.get(oid), self._boxes.get(oid)
+            if mask is not None and box is not None:
+                part = out[box]
+                part[mask[box]] = oid
         return out
 
     # ------------------------------------------------------------------ internals
@@ -298,13 +311,12 @@ class Session(PromptBuilders):
 
     def _has_mask(self, object_id: int) -> bool:
         mask = self._masks.get(object_id)
-        return mask is not None and bool(mask.any())
+        box = self._boxes.get(object_id)
+        return mask is not None and box is not None and bounding_box(mask, box) is not None
 
     def _mask_u8(self, object_id: int) -> np.ndarray:
-        mask = self._masks.get(object_id)
-        if mask is None:
-            return np.zeros(self.volume.shape, dtype=np.uint8)
-        return mask.astype(np.uint8)
+        """A new uint8 copy of the object's mask, at the cost of its box (`session.masks`)."""
+        return as_uint8(self._masks.get(object_id), self._boxes.get(object_id), self.volume.shape)
 
     def _previous(self, object_id: int) -> Prediction | None:
         if object_id not in self._objects:
@@ -329,10 +341,13 @@ class Session(PromptBuilders):
         reference = old if old is not None else np.zeros((1, 1, 1), dtype=bool)
         changed = changed_region(np.broadcast_to(reference, new.shape), new, region)
         patch = Patch.take(np.broadcast_to(reference, new.shape), changed) if changed is not None else None
+        old_box = self._boxes.get(object_id) if old is not None else None
         order_before = list(self._order)
         before = self._objects.get(object_id)
         self._objects[object_id] = state
         self._masks[object_id] = new if new.flags.writeable else new.copy()
+        # the new mask's True voxels lie in the old box or where the masks differ
+        self._boxes[object_id] = old_box if changed is None else bounding_box(new, union(old_box, changed, new.shape))
         if object_id in self._order:
             self._order.remove(object_id)
         self._order.append(object_id)
@@ -348,15 +363,19 @@ class Session(PromptBuilders):
             if mask is None:
                 mask = np.zeros(self.volume.shape, dtype=bool)
             other = None
+            box = self._boxes.get(oid)
             if edit.patch is not None:
                 other = Patch.take(mask, edit.patch.region)
                 mask[edit.patch.region] = edit.patch.values()
+                box = bounding_box(mask, union(box, edit.patch.region, mask.shape))
             if edit.before is None:
                 self._objects.pop(oid, None)
                 self._masks.pop(oid, None)
+                self._boxes.pop(oid, None)
             else:
                 self._objects[oid] = edit.before
                 self._masks[oid] = mask
+                self._boxes[oid] = box
             reversed_edits.append(edit.reversed(other))
         self._order = [oid for oid in order if oid in self._objects]
         return Step(list(reversed(reversed_edits)), step.order_after, step.order_before)
