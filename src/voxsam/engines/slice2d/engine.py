@@ -94,6 +94,7 @@ class Slice2DEngine(Engine):
         old_slice = None if old is None else view.take(old, anchor)
         start = self._predict_anchor(prepared, axis, anchor, prompts, locked, old_slice)
         _write(mask, axis, anchor, view.from_display(start))
+        lo = hi = anchor  # the slices written: outside them the mask is the previous one
         yield anchor, view.from_display(start)
         if start.any():
             band = _intensity_band(view.take(prepared.image, anchor), start)
@@ -101,8 +102,11 @@ class Slice2DEngine(Engine):
             for k, m in _interleave(chains):
                 plane = view.from_display(m)
                 _write(mask, axis, k, plane)
+                lo, hi = min(lo, k), max(hi, k)
                 yield k, plane
-        return Prediction(mask, state={"axis": axis})
+        region: list[slice] = [slice(0, n) for n in prepared.shape]
+        region[axis] = slice(lo, hi + 1)
+        return Prediction(mask, state={"axis": axis}, region=(region[0], region[1], region[2]))
 
     # ------------------------------------------------------------------ slices
     def _predict_anchor(
