@@ -120,3 +120,22 @@ def test_only_visited_slices_are_encoded_once() -> None:
     assert model.encode_calls == visited
     s.add_point((24, 20, 15), axis=2, positive=True)
     assert model.encode_calls == visited  # cached
+
+
+def test_region_holds_every_changed_voxel() -> None:
+    """The prediction's region (the slab of written slices) holds every voxel that differs from the previous
+    mask, so the session compares only that slab."""
+    vol, ball = _ball_volume()
+    engine = _engine()
+    prepared = engine.prepare(vol)
+    from voxsam.prompts import Point, PromptSet
+
+    prompts, previous = PromptSet(), None
+    for ijk, positive in [((24, 20, 15), True), ((24, 20, 18), False), ((30, 20, 12), True)]:
+        prompts, _ = prompts.with_prompt(Point(ijk, positive))
+        before = previous.mask if previous is not None else np.zeros(vol.shape, bool)
+        previous = engine.predict(prepared, prompts, previous)
+        assert previous.region is not None
+        outside = np.ones(vol.shape, bool)
+        outside[previous.region] = False
+        np.testing.assert_array_equal(previous.mask[outside], before[outside])
