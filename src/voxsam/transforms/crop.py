@@ -115,7 +115,8 @@ def sample_block_into(
         return np.zeros(grid.shape, dtype=np.float32)
     lo, hi = box
     block = (slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])), slice(int(lo[2]), int(hi[2])))
-    sparse = np.zeros(array.shape[:3], dtype=np.float32)
+    # in the source's memory order, so the block is copied along its rows (a CT from nibabel is Fortran order)
+    sparse = np.zeros(array.shape[:3], dtype=np.float32, order="F" if np.isfortran(array) else "C")
     sparse[block] = voxelwise(array[block]) if voxelwise is not None else array[block]
     return resample_to_grid(sparse, affine, grid.shape, grid.affine, order=1, cval=0.0)
 
@@ -129,10 +130,31 @@ def paste_into(out: np.ndarray, crop_mask: np.ndarray, grid: CropGrid, volume_af
     lo, hi = box
     sub_affine = volume_affine.copy()
     sub_affine[:3, 3] = apply_affine(volume_affine, lo.astype(float))
-    sub = resample_to_grid(crop_mask.astype(np.uint8), grid.affine, tuple(hi - lo), sub_affine, order=0)
+    shape = (int(hi[0] - lo[0]), int(hi[1] - lo[1]), int(hi[2] - lo[2]))
     region: Region = (slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])), slice(int(lo[2]), int(hi[2])))
-    out[region] |= sub > 0
+    m = np.linalg.inv(grid.affine) @ sub_affine  # box voxel -> crop voxel, as `resample_to_grid` computes it
+    if np.all(m[:3, :3][~np.eye(3, dtype=bool)] == 0.0):
+        _or_nearest_axis_aligned(out[region], crop_mask, m)
+    else:
+        out[region] |= resample_to_grid(crop_mask.astype(np.uint8), grid.affine, shape, sub_affine, order=0) > 0
     return region
+
+
+def _or_nearest_axis_aligned(out: np.ndarray, crop_mask: np.ndarray, m: np.ndarray) -> None:
+    """`out |= resample_to_grid(crop_mask, ..., order=0) > 0` for a diagonal `m` (crop axes along the volume's,
+    flips allowed): nearest neighbour is then separable, one index per axis, with the same arithmetic as
+    `resample_to_grid` (coordinate m_aa·i + m_a3 in float64, index floor(c + 0.5) clipped to the crop, voxels
+    beyond 1e-3 crop voxel outside it left alone); tests/transforms/test_crop_blocks.py checks the equality."""
+    index, inside = [], []
+    for a in range(3):
+        c = m[a, a] * np.arange(out.shape[a], dtype=np.float64) + m[a, 3]
+        n = crop_mask.shape[a]
+        ok = np.flatnonzero((c >= -1e-3) & (c <= n - 1 + 1e-3))
+        if ok.size == 0:
+            return
+        index.append(np.clip(np.floor(c[ok] + 0.5), 0, n - 1).astype(np.intp))
+        inside.append(slice(int(ok[0]), int(ok[-1]) + 1))  # c is monotonic: the voxels inside are one run
+    out[inside[0], inside[1], inside[2]] |= crop_mask[np.ix_(index[0], index[1], index[2])].astype(bool)
 
 
 def paste_back(
