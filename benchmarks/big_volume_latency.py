@@ -188,6 +188,7 @@ def worker(engine: str, image: str, first: list[float], clicks: list[tuple[list[
     first_click = time.perf_counter() - t
     first_engine = inside[-1] if inside else float("nan")
     first_voxels = int(np.count_nonzero(mask))
+    first_encodes = _encoder_calls(built, session)
     from voxsam.errors import PromptError
 
     secs, engine_secs, refused = [], [], []
@@ -217,8 +218,17 @@ def worker(engine: str, image: str, first: list[float], clicks: list[tuple[list[
         "mask_s": round(mask_s, 3), "write_s": round(write, 3), "mask_file_mb": round(os.path.getsize(out) / 2**20, 2),
         "final_mask_voxels": int(np.count_nonzero(final)),
         "final_mask_sha1": hashlib.sha1(np.ascontiguousarray(final, dtype=np.uint8).tobytes()).hexdigest()[:16],
+        "encoder_calls_first_click": first_encodes, "encoder_calls_total": _encoder_calls(built, session),
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def _encoder_calls(engine: Any, session: Any) -> int | None:
+    """Image encodings so far: sam3d counts crops, slice2d slices (`PreparedVolume.encoder_calls`)."""
+    calls = getattr(engine, "encoder_calls", None)
+    if calls is None:
+        calls = getattr(session._prepared, "encoder_calls", None)
+    return None if calls is None else int(calls)
 
 
 def peak_rss_mb() -> float:
