@@ -201,8 +201,6 @@ class Sam3DEngine(Engine):
 
     def _touched_neighbours(self, prepared: _Prepared, grid: CropGrid, mask: np.ndarray) -> list[tuple[CropGrid, np.ndarray]]:
         """Neighbour windows (50% overlap) toward each crop face the mask touches, with a seed point (volume voxel)."""
-        from scipy import ndimage
-
         if self.max_windows <= 1 or not mask.any():
             return []
         out = []
@@ -220,8 +218,7 @@ class Sam3DEngine(Engine):
                 sl[axis] = slice(half, None) if side else slice(0, half)
                 part = np.zeros_like(mask)
                 part[tuple(sl)] = mask[tuple(sl)]
-                depth = ndimage.distance_transform_edt(part)
-                seed_crop = np.array(np.unravel_index(int(np.argmax(depth)), depth.shape), float)
+                seed_crop = deepest_voxel(part)
                 seed = apply_affine(np.linalg.inv(prepared.affine) @ grid.affine, seed_crop)
                 neighbour = self._window(prepared, apply_affine(grid.affine, np.full(3, float(half)) + np.array(shift)))
                 out.append((neighbour, seed))
@@ -233,6 +230,22 @@ class Sam3DEngine(Engine):
         face[axis] = side
         vox = apply_affine(np.linalg.inv(prepared.affine) @ grid.affine, face)
         return bool(np.all(vox >= 0) and np.all(vox <= np.array(prepared.shape) - 1))
+
+
+def deepest_voxel(part: np.ndarray) -> np.ndarray:
+    """(3,) float: the voxel `argmax(scipy.ndimage.distance_transform_edt(part))` names (the first, in C
+    order, of largest distance to a False voxel), computed on the box of the True voxels grown by one voxel
+    where the array goes on: the nearest False voxel of any voxel in the box lies in that grown box, so the
+    distances there are the same (tests/engines/test_sam3d_regions.py)."""
+    from scipy import ndimage
+
+    where = [np.flatnonzero(part.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
+    if any(w.size == 0 for w in where):
+        return np.zeros(3)  # all distances 0: the first voxel
+    lo = [max(int(w[0]) - 1, 0) for w in where]
+    hi = [min(int(w[-1]) + 2, n) for w, n in zip(where, part.shape)]
+    depth = ndimage.distance_transform_edt(part[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+    return np.array(np.unravel_index(int(np.argmax(depth)), depth.shape), float) + np.asarray(lo, float)
 
 
 # ---------------------------------------------------------------------- the region a prediction may change
