@@ -59,7 +59,9 @@ class PreparedVolume:
 
     def display(self, axis: int, index: int) -> np.ndarray:
         """Slice `index` of `axis` in display orientation, float32 (the values of a float32 copy of the volume)."""
-        return np.asarray(self.view(axis).take(self.source, index), dtype=np.float32)
+        plane: list[Any] = [slice(None)] * 3
+        plane[axis] = index  # basic indexing: a view (np.take would first copy a Fortran-order volume whole)
+        return np.asarray(self.view(axis).to_display(self.source[tuple(plane)]), dtype=np.float32)
 
     @property
     def image(self) -> np.ndarray:
