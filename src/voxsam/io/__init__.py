@@ -143,7 +143,9 @@ def read_mask(path: str | Path, like: Volume | None = None) -> np.ndarray:
 def _label_dtype(mask: np.ndarray, path: Path) -> np.ndarray:
     m = np.asarray(mask)
     if m.dtype == bool:
-        return m.astype(np.uint8)
+        return m.view(np.uint8)  # the same bytes: no copy of the grid
+    if m.dtype == np.uint8:
+        return m
     if not np.issubdtype(m.dtype, np.integer):
         if not np.all(np.isfinite(m)) or np.any(m != np.round(m)):
             raise VoxsamError(f"{path}: a mask must hold whole numbers (labels), got non-integer values")

@@ -3,6 +3,7 @@ into voxel-space `Point` / `Box` / `SliceMask` objects for `Session.add_prompt`.
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import Any
 
 import numpy as np
 
@@ -79,3 +80,9 @@ class PromptBuilders:
         if m.shape != expected:
             raise PromptError(f"slice mask shape {m.shape} differs from the slice shape {expected}")
         return self.add_prompt(SliceMask(int(axis), int(index), m.astype(bool).copy()), object_id, propagate=propagate)
+
+
+def check_object_id(object_id: Any) -> None:
+    """PromptError unless `object_id` is an integer in 1..65535 (label maps are uint8 / uint16)."""
+    if isinstance(object_id, bool) or not (isinstance(object_id, (int, np.integer)) and 1 <= object_id <= 65535):
+        raise PromptError(f"object_id must be an integer in 1..65535, got {object_id!r}")

@@ -32,8 +32,9 @@ from voxsam.errors import PromptError
 from voxsam.io.volume import Volume
 from voxsam.prompts import Change, Prompt, PromptSet, SliceMask
 from voxsam.session.history import History, ObjectEdit, ObjectState, Patch, Pending, Step, union_regions
+from voxsam.session.masks import as_uint8, bounding_box, full_region, intersection, normalised, slab, union
 from voxsam.session.propagation import Propagation
-from voxsam.session.prompting import PromptBuilders
+from voxsam.session.prompting import PromptBuilders, check_object_id
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class Session(PromptBuilders):
         self._prepared: Any = None
         self._objects: dict[int, ObjectState] = {}
         self._masks: dict[int, np.ndarray] = {}  # (X, Y, Z) bool per object
+        self._boxes: dict[int, Region | None] = {}  # per object: a box holding every True voxel (None: empty)
         self._pending: dict[int, Pending] = {}
         self._order: list[int] = []  # object ids, least recently edited first
         self._history = History(history_bytes)
@@ -81,7 +83,7 @@ class Session(PromptBuilders):
     # ------------------------------------------------------------------ prompts
     def add_prompt(self, prompt: Prompt, object_id: int = 1, *, propagate: bool = True) -> np.ndarray:
         """Add a voxel-space prompt object (`Point`, `Box`, `SliceMask`) and return the object's mask."""
-        _check_object_id(object_id)
+        check_object_id(object_id)
         if prompt.kind not in self.engine.capabilities.prompts:
             takes = ", ".join(sorted(k.value for k in self.engine.capabilities.prompts))
             raise PromptError(f"engine {self.engine.name!r} does not take {prompt.kind.value} prompts (it takes: {takes})")
@@ -101,7 +103,7 @@ class Session(PromptBuilders):
     def set_mask(self, mask3d: np.ndarray, object_id: int = 1) -> np.ndarray:
         """Replace an object's mask by `mask3d` (X, Y, Z), e.g. one read from a file, to correct it with
         prompts; its earlier prompts are forgotten. Undoable."""
-        _check_object_id(object_id)
+        check_object_id(object_id)
         m = np.asarray(mask3d)
         if m.shape != self.volume.shape:
             raise PromptError(f"mask shape {m.shape} differs from the volume grid {self.volume.shape}")
@@ -121,7 +123,7 @@ class Session(PromptBuilders):
         if object_id is None:
             queued = sorted(self._pending)
             object_id = queued[0] if len(queued) == 1 else (queued[0] if queued else 1)
-        _check_object_id(object_id)
+        check_object_id(object_id)
         cancelled = threading.Event()
         axis = self._axis_for(object_id)
         return Propagation(self._propagation(object_id, cancelled, axis), axis, object_id, cancelled)
@@ -166,6 +168,7 @@ class Session(PromptBuilders):
                     yield k, np.take(mask, k, axis=axis)
             return
         work = old.copy() if old is not None else np.zeros(self.volume.shape, dtype=bool)
+        old_box = self._boxes.get(object_id)
         self._masks[object_id] = work  # readers see the slices as they come
         touched: list[int] = []
         steps = self.engine.propagate(prepared, pending.prompts, previous, pending.change)
@@ -184,29 +187,32 @@ class Session(PromptBuilders):
                 plane[axis] = slice(int(k), int(k) + 1)
                 work[tuple(plane)] = np.expand_dims(np.asarray(mask2d, dtype=bool), axis)
                 touched.append(int(k))
+                self._boxes[object_id] = union(self._boxes.get(object_id), slab(self.volume.shape, axis, int(k), int(k)), self.volume.shape)
                 yield int(k), mask2d
         except GeneratorExit:
             pass  # the caller stopped iterating: keep the slices decided so far, as a cancel does
         except BaseException:
-            self._restore_mask(object_id, old)  # an engine error changes nothing
+            self._restore_mask(object_id, old, old_box)  # an engine error changes nothing
             raise
         finally:
             steps.close()
         state = previous.state if previous is not None else None
-        final, region = work, _slab(self.volume.shape, axis, min(touched), max(touched)) if touched else None
+        final, region = work, slab(self.volume.shape, axis, min(touched), max(touched)) if touched else None
         if prediction is not None:
             self._check_prediction(prediction)
             final, region, state = prediction.mask, prediction.region, prediction.state
-        self._restore_mask(object_id, old)
+        self._restore_mask(object_id, old, old_box)
         if region is None and prediction is None:
             region = (slice(0, 0), slice(0, 0), slice(0, 0))  # cancelled before the first slice
         self._commit(object_id, ObjectState(pending.prompts, state), final, region, old)
 
-    def _restore_mask(self, object_id: int, mask: np.ndarray | None) -> None:
+    def _restore_mask(self, object_id: int, mask: np.ndarray | None, box: Region | None) -> None:
         if mask is None:
             self._masks.pop(object_id, None)
+            self._boxes.pop(object_id, None)
         else:
             self._masks[object_id] = mask
+            self._boxes[object_id] = box
 
     # ------------------------------------------------------------------ history
     def undo(self) -> bool:
@@ -243,7 +249,8 @@ class Session(PromptBuilders):
                 if oid not in self._objects:
                     continue
                 mask = self._masks.pop(oid)
-                region = changed_region(mask, np.zeros((1, 1, 1), dtype=bool)) if mask.any() else None
+                box = self._boxes.pop(oid, None)
+                region = bounding_box(mask, box) if box is not None else None
                 edits.append(ObjectEdit(oid, self._objects.pop(oid), None, Patch.take(mask, region) if region else None))
                 self._order.remove(oid)
             self._last_region = union_regions([e.patch.region for e in edits if e.patch is not None])
@@ -284,29 +291,30 @@ class Session(PromptBuilders):
         """(X, Y, Z) uint8: the mask of the single object, or the union of all objects."""
         if len(self._objects) <= 1:
             return self._mask_u8(next(iter(self._objects), 1))
-        return (self.label_map > 0).astype(np.uint8)
+        out = np.zeros(self.volume.shape, dtype=np.uint8)
+        for oid in list(self._order):
+            mask, box = self._masks.get(oid), self._boxes.get(oid)
+            if mask is not None and box is not None:
+                out[box] |= mask[box]
+        return out
 
     @property
     def label_map(self) -> np.ndarray:
         """(X, Y, Z) label map: voxel value = object id; on overlap the most recently edited object wins."""
-        top = max(self._objects, default=0)
-        out = np.zeros(self.volume.shape, dtype=np.uint8 if top < 256 else np.uint16)
-        for oid in list(self._order):  # later writes win
-            mask = self._masks.get(oid)
-            if mask is not None:
-                out[mask] = oid
-        return out
+        return self.label_block(full_region(self.volume.shape))
 
     def label_block(self, region: Region) -> np.ndarray:
-        """`label_map[region]` without building the whole label map (same overlap rule)."""
+        """`label_map[region]` at the cost of the objects' boxes inside `region` (same overlap rule)."""
         top = max(self._objects, default=0)
-        block = tuple(slice(*r.indices(n)[:2]) for r, n in zip(region, self.volume.shape))
-        shape = tuple(max(0, b.stop - b.start) for b in block)
-        out = np.zeros(shape, dtype=np.uint8 if top < 256 else np.uint16)
-        for oid in list(self._order):
-            mask = self._masks.get(oid)
-            if mask is not None:
-                out[mask[block]] = oid
+        block = normalised(region, self.volume.shape)
+        out = np.zeros(tuple(b.stop - b.start for b in block), dtype=np.uint8 if top < 256 else np.uint16)
+        for oid in list(self._order):  # later writes win
+            mask, box = self._masks.get(oid), self._boxes.get(oid)
+            common = intersection(box, block) if mask is not None and box is not None else None
+            if common is not None:
+                inside = tuple(slice(c.start - b.start, c.stop - b.start) for c, b in zip(common, block))
+                part = out[inside]
+                part[mask[common]] = oid  # type: ignore[index]
         return out
 
     # ------------------------------------------------------------------ internals
@@ -320,13 +328,12 @@ class Session(PromptBuilders):
 
     def _has_mask(self, object_id: int) -> bool:
         mask = self._masks.get(object_id)
-        return mask is not None and bool(mask.any())
+        box = self._boxes.get(object_id)
+        return mask is not None and box is not None and bounding_box(mask, box) is not None
 
     def _mask_u8(self, object_id: int) -> np.ndarray:
-        mask = self._masks.get(object_id)
-        if mask is None:
-            return np.zeros(self.volume.shape, dtype=np.uint8)
-        return mask.astype(np.uint8)
+        """A new uint8 copy of the object's mask, at the cost of its box (`session.masks`)."""
+        return as_uint8(self._masks.get(object_id), self._boxes.get(object_id), self.volume.shape)
 
     def _previous(self, object_id: int) -> Prediction | None:
         if object_id not in self._objects:
@@ -351,10 +358,13 @@ class Session(PromptBuilders):
         reference = old if old is not None else np.zeros((1, 1, 1), dtype=bool)
         changed = changed_region(np.broadcast_to(reference, new.shape), new, region)
         patch = Patch.take(np.broadcast_to(reference, new.shape), changed) if changed is not None else None
+        old_box = self._boxes.get(object_id) if old is not None else None
         order_before = list(self._order)
         before = self._objects.get(object_id)
         self._objects[object_id] = state
         self._masks[object_id] = new if new.flags.writeable else new.copy()
+        # the new mask's True voxels lie in the old box or where the masks differ
+        self._boxes[object_id] = old_box if changed is None else bounding_box(new, union(old_box, changed, new.shape))
         if object_id in self._order:
             self._order.remove(object_id)
         self._order.append(object_id)
@@ -371,27 +381,20 @@ class Session(PromptBuilders):
             if mask is None:
                 mask = np.zeros(self.volume.shape, dtype=bool)
             other = None
+            box = self._boxes.get(oid)
             if edit.patch is not None:
                 other = Patch.take(mask, edit.patch.region)
                 mask[edit.patch.region] = edit.patch.values()
+                box = bounding_box(mask, union(box, edit.patch.region, mask.shape))
             if edit.before is None:
                 self._objects.pop(oid, None)
                 self._masks.pop(oid, None)
+                self._boxes.pop(oid, None)
             else:
                 self._objects[oid] = edit.before
                 self._masks[oid] = mask
+                self._boxes[oid] = box
             reversed_edits.append(edit.reversed(other))
         self._order = [oid for oid in order if oid in self._objects]
         self._last_region = union_regions([e.patch.region for e in step.edits if e.patch is not None])
         return Step(list(reversed(reversed_edits)), step.order_after, step.order_before)
-
-
-def _check_object_id(object_id: Any) -> None:
-    if isinstance(object_id, bool) or not (isinstance(object_id, (int, np.integer)) and 1 <= object_id <= 65535):
-        raise PromptError(f"object_id must be an integer in 1..65535, got {object_id!r}")
-
-
-def _slab(shape: tuple[int, int, int], axis: int, lo: int, hi: int) -> Region:
-    region = [slice(0, n) for n in shape]
-    region[axis] = slice(lo, hi + 1)
-    return (region[0], region[1], region[2])

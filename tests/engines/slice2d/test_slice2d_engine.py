@@ -120,3 +120,41 @@ def test_only_visited_slices_are_encoded_once() -> None:
     assert model.encode_calls == visited
     s.add_point((24, 20, 15), axis=2, positive=True)
     assert model.encode_calls == visited  # cached
+
+
+def test_region_holds_every_changed_voxel() -> None:
+    """The prediction's region (the slab of written slices) holds every voxel that differs from the previous
+    mask, so the session compares only that slab."""
+    vol, ball = _ball_volume()
+    engine = _engine()
+    prepared = engine.prepare(vol)
+    from voxsam.prompts import Point, PromptSet
+
+    prompts, previous = PromptSet(), None
+    for ijk, positive in [((24, 20, 15), True), ((24, 20, 18), False), ((30, 20, 12), True)]:
+        prompts, _ = prompts.with_prompt(Point(ijk, positive))
+        before = previous.mask if previous is not None else np.zeros(vol.shape, bool)
+        previous = engine.predict(prepared, prompts, previous)
+        assert previous.region is not None
+        outside = np.ones(vol.shape, bool)
+        outside[previous.region] = False
+        np.testing.assert_array_equal(previous.mask[outside], before[outside])
+
+
+def test_slices_converted_on_use_equal_a_float32_copy() -> None:
+    """prepare copies nothing: an int16 Fortran-order CT gives the masks of its float32 C-order copy."""
+    vol, _ = _ball_volume()
+    hu = np.asfortranarray(np.rint(vol.array * 7 - 300).astype(np.int16))
+    stored = Volume(hu, vol.affine, modality="CT")
+    copied = Volume(np.ascontiguousarray(hu, dtype=np.float32), vol.affine, modality="CT")
+    engine = _engine()
+    prepared = engine.prepare(stored)
+    assert np.shares_memory(prepared.source, hu)
+    reference = engine.prepare(copied)
+    assert (prepared.lo, prepared.hi) == (reference.lo, reference.hi)
+    np.testing.assert_array_equal(prepared.display(2, 15), reference.display(2, 15))
+    mr_stored, mr_copied = Volume(hu, vol.affine, modality="MR"), Volume(np.ascontiguousarray(hu, dtype=np.float32), vol.affine, modality="MR")
+    assert (engine.prepare(mr_stored).lo, engine.prepare(mr_stored).hi) == (engine.prepare(mr_copied).lo, engine.prepare(mr_copied).hi)
+    a, b = Session(stored, _engine()), Session(copied, _engine())
+    for click, positive in [((24, 20, 15), True), ((30, 20, 16), False), ((20, 22, 12), True)]:
+        np.testing.assert_array_equal(a.add_point(click, positive, axis=2), b.add_point(click, positive, axis=2))

@@ -75,21 +75,42 @@ from voxsam.prompts import Box, Change, PromptKind, PromptSet
 
 @dataclass
 class ClassicPrepared:
-    """What `ClassicEngine.prepare` caches for one volume.
+    """What `ClassicEngine.prepare` keeps for one volume: nothing is computed on the whole grid.
 
     Attributes:
-        image: (X, Y, Z) float32, channel 0 of the volume, C-contiguous.
+        source: (X, Y, Z) channel 0 of the volume as stored (any dtype; not copied).
         spacing: (3,) float64 voxel size in mm along x, y, z.
         modality: "CT", "MR" or None.
+    A prediction converts only its ROI (`crop`): the same float32 values, non-finite ones as 0, that a
+    float32 copy of the whole volume would hold there.
     """
 
-    image: np.ndarray
+    source: np.ndarray
     spacing: np.ndarray
     modality: str | None
+    _image: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.image.shape)  # type: ignore[return-value]
+        return tuple(int(s) for s in self.source.shape)  # type: ignore[return-value]
+
+    def crop(self, region: Region) -> np.ndarray:
+        """The float32 image inside `region`, C-contiguous, non-finite values replaced by 0."""
+        return _as_float(self.source[region])
+
+    @property
+    def image(self) -> np.ndarray:
+        """The whole volume as float32 (X, Y, Z), C-contiguous (built on first use, then kept)."""
+        if self._image is None:
+            self._image = _as_float(self.source)
+        return self._image
+
+
+def _as_float(array: np.ndarray) -> np.ndarray:
+    image = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.all(np.isfinite(image)):
+        image = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
+    return image
 
 
 class ClassicEngine(Engine):
@@ -119,14 +140,11 @@ class ClassicEngine(Engine):
 
     # ------------------------------------------------------------------ Engine API
     def prepare(self, volume: Volume, progress: ProgressFn | None = None) -> ClassicPrepared:
-        """Cache channel 0 of the volume as float32 (X, Y, Z) and its spacing (mm)."""
-        image = np.ascontiguousarray(volume.channel(0), dtype=np.float32)
-        if not np.all(np.isfinite(image)):
-            image = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
+        """Keep channel 0 of the volume (no copy) and its spacing (mm); predictions read only their ROI."""
         if progress is not None:
-            progress(1.0, "classic: image cached")
+            progress(1.0, "classic: image ready")
         spacing = np.asarray(volume.spacing, dtype=np.float64)
-        return ClassicPrepared(image=image, spacing=spacing, modality=volume.modality)
+        return ClassicPrepared(source=volume.channel(0), spacing=spacing, modality=volume.modality)
 
     def predict(
         self, prepared: ClassicPrepared, prompts: PromptSet, previous: Prediction | None, change: Change | None = None
@@ -148,7 +166,7 @@ class ClassicEngine(Engine):
             return Prediction(out, state=None, region=_region(empty, previous))
         spacing = prepared.spacing
         roi = self._roi(shape, spacing, pos, box)
-        img = prepared.image[roi.slices]
+        img = prepared.crop(roi.slices)
         work_spacing = roi.work_spacing(spacing)
         if roi.work_shape != roi.shape:
             img = resize(img, roi.work_shape)

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from voxsam.engines.base import Capabilities, Engine, Prediction, ProgressFn
+from voxsam.engines.base import Capabilities, Engine, Prediction, ProgressFn, Region
 from voxsam.errors import ConfigError, PromptError
 from voxsam.io.volume import Volume
 from voxsam.prompts import Change, PromptKind, PromptSet
-from voxsam.transforms.crop import CropGrid, crop_around, paste_back, sample_into
+from voxsam.transforms.crop import CropGrid, crop_around, paste_into, sample_block_into, volume_box
 from voxsam.transforms.geometry import apply_affine
 from voxsam.transforms.intensity import clamp_ct, znorm_positive
 
@@ -36,11 +36,21 @@ BUNDLED = Path(__file__).resolve().parents[2] / "weights" / "sam3d_small.pt"
 
 @dataclass
 class _Prepared:
-    image: np.ndarray  # (X, Y, Z) float32, CT already clamped
+    source: np.ndarray  # (X, Y, Z) channel 0 as stored (not copied)
+    ct: bool  # clamp to CT_CLAMP_HU (voxel-wise, so only the voxels a crop reads are clamped)
     affine: np.ndarray
     shape: tuple[int, int, int]
     embeddings: dict[tuple[int, int, int], Any] = field(default_factory=dict)  # crop start -> (1, P, n, n, n)
     grids: dict[tuple[int, int, int], CropGrid] = field(default_factory=dict)
+
+    def intensities(self, block: np.ndarray) -> np.ndarray:
+        """Step 2's voxel-wise part on some voxels: float32, CT clamped."""
+        return clamp_ct(block) if self.ct else block.astype(np.float32, copy=False)
+
+    @property
+    def image(self) -> np.ndarray:
+        """The whole volume as the crops see it (float32, CT clamped); built on demand, not kept."""
+        return self.intensities(self.source)
 
 
 class Sam3DEngine(Engine):
@@ -109,9 +119,8 @@ class Sam3DEngine(Engine):
 
     # ------------------------------------------------------------------ Engine API
     def prepare(self, volume: Volume, progress: ProgressFn | None = None) -> _Prepared:
-        image = volume.channel(0)
-        image = clamp_ct(image) if volume.modality == "CT" else image.astype(np.float32, copy=False)
-        return _Prepared(image=image, affine=volume.affine, shape=volume.shape)
+        """Nothing on the whole volume: each crop samples (and clamps) only the voxels it reads."""
+        return _Prepared(source=volume.channel(0), ct=volume.modality == "CT", affine=volume.affine, shape=volume.shape)
 
     def predict(
         self, prepared: _Prepared, prompts: PromptSet, previous: Prediction | None, change: Change | None = None
@@ -129,7 +138,9 @@ class Sam3DEngine(Engine):
             primary = prepared.grids[state["primary"]]
             low, mask = self._decode_window(prepared, primary, prompts, logits_by_window.get(primary.start), extra_point=None)
             new_logits = {primary.start: low}
-            merged = paste_back(mask, primary, prepared.shape, prepared.affine)
+            merged = np.zeros(prepared.shape, dtype=bool)  # written only inside the windows' boxes
+            region = _previous_region(prepared, previous)
+            region = _union(region, paste_into(merged, mask, primary, prepared.affine))
             queue = self._touched_neighbours(prepared, primary, mask)
             done = {primary.start}
             while queue and len(done) < self.max_windows:
@@ -139,10 +150,12 @@ class Sam3DEngine(Engine):
                 done.add(grid.start)
                 low, wmask = self._decode_window(prepared, grid, prompts, logits_by_window.get(grid.start), extra_point=seed)
                 new_logits[grid.start] = low
-                merged |= paste_back(wmask, grid, prepared.shape, prepared.affine)
+                region = _union(region, paste_into(merged, wmask, grid, prepared.affine))
                 queue += self._touched_neighbours(prepared, grid, wmask)
         state["logits"] = new_logits
-        return Prediction(mask=merged, state=state)
+        if region is None:
+            region = (slice(0, 0), slice(0, 0), slice(0, 0))  # nothing pasted, nothing before: no change
+        return Prediction(mask=merged, state=state, region=None if region is _ANYWHERE else region)
 
     # ------------------------------------------------------------------ internals
     def _window(self, prepared: _Prepared, center_world: np.ndarray, shift: tuple[int, int, int] = (0, 0, 0)) -> CropGrid:
@@ -154,7 +167,7 @@ class Sam3DEngine(Engine):
         import torch
 
         if grid.start not in prepared.embeddings:
-            crop = znorm_positive(sample_into(prepared.image, prepared.affine, grid, order=1))
+            crop = znorm_positive(sample_block_into(prepared.source, prepared.affine, grid, prepared.intensities))
             tensor = torch.from_numpy(np.ascontiguousarray(crop))[None, None].to(self.device)
             prepared.embeddings[grid.start] = self.model.encode(tensor, dtype=self.precision)
             self.encoder_calls += 1
@@ -188,8 +201,6 @@ class Sam3DEngine(Engine):
 
     def _touched_neighbours(self, prepared: _Prepared, grid: CropGrid, mask: np.ndarray) -> list[tuple[CropGrid, np.ndarray]]:
         """Neighbour windows (50% overlap) toward each crop face the mask touches, with a seed point (volume voxel)."""
-        from scipy import ndimage
-
         if self.max_windows <= 1 or not mask.any():
             return []
         out = []
@@ -207,8 +218,7 @@ class Sam3DEngine(Engine):
                 sl[axis] = slice(half, None) if side else slice(0, half)
                 part = np.zeros_like(mask)
                 part[tuple(sl)] = mask[tuple(sl)]
-                depth = ndimage.distance_transform_edt(part)
-                seed_crop = np.array(np.unravel_index(int(np.argmax(depth)), depth.shape), float)
+                seed_crop = deepest_voxel(part)
                 seed = apply_affine(np.linalg.inv(prepared.affine) @ grid.affine, seed_crop)
                 neighbour = self._window(prepared, apply_affine(grid.affine, np.full(3, float(half)) + np.array(shift)))
                 out.append((neighbour, seed))
@@ -220,3 +230,50 @@ class Sam3DEngine(Engine):
         face[axis] = side
         vox = apply_affine(np.linalg.inv(prepared.affine) @ grid.affine, face)
         return bool(np.all(vox >= 0) and np.all(vox <= np.array(prepared.shape) - 1))
+
+
+def deepest_voxel(part: np.ndarray) -> np.ndarray:
+    """(3,) float: the voxel `argmax(scipy.ndimage.distance_transform_edt(part))` names (the first, in C
+    order, of largest distance to a False voxel), computed on the box of the True voxels grown by one voxel
+    where the array goes on: the nearest False voxel of any voxel in the box lies in that grown box, so the
+    distances there are the same (tests/engines/test_sam3d_regions.py)."""
+    from scipy import ndimage
+
+    where = [np.flatnonzero(part.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
+    if any(w.size == 0 for w in where):
+        return np.zeros(3)  # all distances 0: the first voxel
+    lo = [max(int(w[0]) - 1, 0) for w in where]
+    hi = [min(int(w[-1]) + 2, n) for w, n in zip(where, part.shape)]
+    depth = ndimage.distance_transform_edt(part[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+    return np.array(np.unravel_index(int(np.argmax(depth)), depth.shape), float) + np.asarray(lo, float)
+
+
+# ---------------------------------------------------------------------- the region a prediction may change
+_ANYWHERE: Any = object()  # a previous mask of unknown extent: the session compares the whole grid
+
+
+def _previous_region(prepared: _Prepared, previous: Prediction | None) -> Region | None:
+    """Where the previous mask may be non-zero: the boxes of the windows it was pasted from (a sam3d mask is
+    the union of its windows' paste-backs, nothing else). None: empty; `_ANYWHERE`: not a sam3d mask."""
+    if previous is None:
+        return None
+    state = previous.state if isinstance(previous.state, dict) else {}
+    if "logits" not in state:
+        return _ANYWHERE if previous.mask.any() else None
+    region: Region | None = None
+    for start in state["logits"]:
+        grid = prepared.grids.get(start)
+        if grid is None:
+            return _ANYWHERE
+        box = volume_box(grid, prepared.shape, prepared.affine)
+        if box is not None:
+            region = _union(region, (slice(int(box[0][0]), int(box[1][0])), slice(int(box[0][1]), int(box[1][1])), slice(int(box[0][2]), int(box[1][2]))))
+    return region
+
+
+def _union(a: Any, b: Region | None) -> Any:
+    if a is _ANYWHERE or b is None:
+        return a
+    if a is None:
+        return b
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))

@@ -94,16 +94,20 @@ class Slice2DEngine(Engine):
         old_slice = None if old is None else view.take(old, anchor)
         start = self._predict_anchor(prepared, axis, anchor, prompts, locked, old_slice)
         _write(mask, axis, anchor, view.from_display(start))
+        lo = hi = anchor  # the slices written: outside them the mask is the previous one
         yield anchor, view.from_display(start)
         if start.any():
-            band = _intensity_band(view.take(prepared.image, anchor), start)
+            band = _intensity_band(prepared.display(axis, anchor), start)
             context = self._chain_context(prepared, axis, anchor, start, locked)
             chains = [self._chain(prepared, axis, anchor, start, step, prompts, locked, old, band, context) for step in (-1, 1)]
             for k, m in _interleave(chains):
                 plane = view.from_display(m)
                 _write(mask, axis, k, plane)
+                lo, hi = min(lo, k), max(hi, k)
                 yield k, plane
-        return Prediction(mask, state={"axis": axis})
+        region: list[slice] = [slice(0, n) for n in prepared.shape]
+        region[axis] = slice(lo, hi + 1)
+        return Prediction(mask, state={"axis": axis}, region=(region[0], region[1], region[2]))
 
     # ------------------------------------------------------------------ slices
     def _predict_anchor(
@@ -177,7 +181,7 @@ class Slice2DEngine(Engine):
                 prompted = user_box is not None or (labels is not None and bool(labels.any()))
                 leak = area > o.max_area_ratio * max(int(prev.sum()), 64)
                 if area and not leak and o.intensity_agreement > 0:
-                    pixels = view.take(prepared.image, k)[current]
+                    pixels = prepared.display(axis, k)[current]
                     leak = float(np.mean((pixels >= band[0]) & (pixels <= band[1]))) < o.intensity_agreement
                 if not prompted and (area < max(1, o.min_area_px) or iou < o.stop_iou or leak):
                     return

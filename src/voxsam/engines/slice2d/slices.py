@@ -39,9 +39,11 @@ class SliceInput:
 
 @dataclass
 class PreparedVolume:
-    """A volume ready for slice work: float32 image, intensity mapping, per-axis views, embedding cache."""
+    """A volume ready for slice work: the image as stored, intensity mapping, per-axis views, embedding cache.
 
-    image: np.ndarray  # (X, Y, Z) float32
+    Nothing is computed on the whole grid: a slice is converted to float32 when it is used (`display`)."""
+
+    source: np.ndarray  # (X, Y, Z) channel 0 as stored (not copied)
     affine: np.ndarray
     lo: float
     hi: float
@@ -52,8 +54,19 @@ class PreparedVolume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        s = self.image.shape
+        s = self.source.shape
         return (s[0], s[1], s[2])
+
+    def display(self, axis: int, index: int) -> np.ndarray:
+        """Slice `index` of `axis` in display orientation, float32 (the values of a float32 copy of the volume)."""
+        plane: list[Any] = [slice(None)] * 3
+        plane[axis] = index  # basic indexing: a view (np.take would first copy a Fortran-order volume whole)
+        return np.asarray(self.view(axis).to_display(self.source[tuple(plane)]), dtype=np.float32)
+
+    @property
+    def image(self) -> np.ndarray:
+        """The whole volume as float32 (X, Y, Z), C order (built on demand, not kept)."""
+        return np.ascontiguousarray(self.source, dtype=np.float32)
 
     def view(self, axis: int) -> SliceView:
         if axis not in self.views:
@@ -65,8 +78,11 @@ def prepare_volume(volume: Volume, cache_mb: int) -> PreparedVolume:
     """Channel 0 as float32 and its [0, 1] mapping (CT window, or MRI percentiles of a voxel sample)."""
     if min(volume.shape) < 1 or sum(n >= 2 for n in volume.shape) < 3:
         raise InvalidImageError(f"slice2d needs a 3D volume with at least 2 voxels along every axis, got shape {volume.shape}")
-    image = np.ascontiguousarray(volume.channel(0), dtype=np.float32)  # C order: a slice along any axis is cheap to take
-    sample = image.ravel()[:: max(1, image.size // 2_000_000)]
+    source = volume.channel(0)
+    size = int(np.prod(source.shape))
+    # every step-th voxel in C order, as a strided view of a C-order copy would give them, without the copy
+    flat = np.arange(0, size, max(1, size // 2_000_000))
+    sample = np.asarray(source[np.unravel_index(flat, source.shape)], dtype=np.float32)
     sample = sample[np.isfinite(sample)]
     is_ct = volume.modality == "CT" or (volume.modality is None and sample.size > 0 and float(np.percentile(sample, 1)) < -500)
     if is_ct:
@@ -75,7 +91,7 @@ def prepare_volume(volume: Volume, cache_mb: int) -> PreparedVolume:
         nonzero = sample[sample != 0]
         pool = nonzero if nonzero.size else sample
         lo, hi = (float(v) for v in np.percentile(pool, [0.5, 99.5])) if pool.size else (0.0, 1.0)
-    return PreparedVolume(image, np.asarray(volume.affine, dtype=np.float64), float(lo), float(hi), int(cache_mb) * 2**20)
+    return PreparedVolume(source, np.asarray(volume.affine, dtype=np.float64), float(lo), float(hi), int(cache_mb) * 2**20)
 
 
 def model_input(prepared: PreparedVolume, axis: int, index: int) -> tuple[np.ndarray, SliceInput]:
@@ -84,7 +100,7 @@ def model_input(prepared: PreparedVolume, axis: int, index: int) -> tuple[np.nda
     import torch.nn.functional as F
 
     view = prepared.view(axis)
-    display = view.take(prepared.image, index)
+    display = prepared.display(axis, index)
     scaled = (np.clip(np.nan_to_num(display), prepared.lo, prepared.hi) - prepared.lo) / max(prepared.hi - prepared.lo, 1e-6)
     H, W = display.shape
     height_mm, width_mm = H * view.spacing_rc[0], W * view.spacing_rc[1]
