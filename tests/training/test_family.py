@@ -173,7 +173,7 @@ def test_family_dispatch_and_mismatches(toy_family, tiny_config_dict, tmp_path):
     assert get_family("sam3d").config_type is Sam3DTrainConfig
     sam3d = build_config(tiny_config_dict)  # no family: key -> sam3d, as configs written before families
     assert isinstance(sam3d, Sam3DTrainConfig) and sam3d.family == "sam3d"
-    with pytest.raises(ConfigError, match=r"family: unknown 'nope' \(known: sam3d, slice2d, toy\)"):
+    with pytest.raises(ConfigError, match=r"family: unknown 'nope' \(known: memory3d, sam3d, slice2d, toy\)"):
         build_config(tiny_config_dict, ["family=nope"])
     with pytest.raises(ConfigError, match="Extra inputs are not permitted"):  # toy configs have no sam3d sections
         build_config(tiny_config_dict, ["family=toy"])
