@@ -17,7 +17,6 @@ invalid config, missing or mis-shaped tensors) raises `voxsam.errors.CheckpointE
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,6 +24,7 @@ import torch
 from torch import Tensor
 
 from voxsam.errors import CheckpointError, ConfigError, OutputPathError
+from voxsam.io.atomic import save_torch_atomic
 from voxsam.models.memory3d.build import Memory3D, build_memory3d
 from voxsam.models.memory3d.config import Memory3DConfig
 
@@ -57,16 +57,7 @@ def save_memory3d(model: Memory3D, path: str | os.PathLike[str], dtype: str = "f
              for k, v in model.trainable_state_dict().items()}
     payload = {"format": FORMAT_TAG, "format_version": FORMAT_VERSION, "config": model.config.to_dict(),
                "dtype": dtype, "model": state, "extra": dict(extra or {})}
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, target)
-    except OSError as e:
-        raise OutputPathError(f"{target}: cannot write ({e.strerror or e})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_torch_atomic(payload, target)  # temp file + fsync + rename, permissions from the umask
     return target
 
 
