@@ -60,7 +60,8 @@ def test_untrained_memory_is_slice2d_exactly_and_a_trained_one_conditions_every_
     base = Slice2DEngine(model=litemedsam)
     prepared = base.prepare(volume)  # shared: both engines read the same cached embeddings
     order2d, mask2d = _run(base, prepared, prompts)
-    fresh = Memory3DEngine(model=litemedsam, memory=build_memory3d("litemedsam_mem", sam2d=litemedsam, memory_pool=4))
+    fresh = Memory3DEngine(model=litemedsam, memory=build_memory3d("litemedsam_mem", sam2d=litemedsam, memory_pool=4),
+                           stop_iou=0.55)  # slice2d's stopping rule (memory3d's default is lower)
     order3d, mask3d = _run(fresh, prepared, prompts)
     assert order3d == order2d and len(order2d) >= 4
     np.testing.assert_array_equal(mask3d, mask2d)
