@@ -75,29 +75,15 @@ class Memory3DFamily:
         return plain_parameter_groups(model, optim)
 
     def dataset(self, cfg: Memory3DTrainConfig, progress: CacheProgress | None = None) -> TrainData:
-        from voxsam.errors import VoxsamError
         from voxsam.models.sam2d import LITEMEDSAM, load_litemedsam
-        from voxsam.training.data import list_cases
         from voxsam.training.memory3d_data import load_windows, make_window_plan
         from voxsam.training.memory3d_loss import WindowSamples, collate
-        from voxsam.training.slice2d_data import build_cache, survey_case
+        from voxsam.training.slice2d_data import build_cache, survey_sources
 
         d = cfg.data
         if not cfg.model.pretrained:
             raise ConfigError("memory3d trains on LiteMedSAM embeddings: model.pretrained must be true")
-        problems: list[str] = []
-        surveys = []
-        for src in d.sources:
-            try:
-                cases = list_cases(src)
-            except VoxsamError as exc:
-                problems.append(str(exc))
-                continue
-            for case in cases:
-                try:
-                    surveys.append(survey_case(case, d.cache_dir))
-                except VoxsamError as exc:
-                    problems.append(f"{case.source}/{case.case_id}: {exc}")
+        surveys, problems = survey_sources(d.sources, d.cache_dir)
         weights = {s.name: s.weight for s in d.sources}
         items = make_window_plan(surveys, weights, d.max_embeddings, d.run_slices, d.runs_per_target, d.overhang,
                                  d.min_pixels, d.plan_seed)

@@ -134,6 +134,26 @@ def survey_case(case: TrainCase, cache_dir: Path) -> Survey:
                   {int(v): [(int(a[0]), list(a[1])) for a in e] for v, e in d["counts"].items()})
 
 
+def survey_sources(sources: list[Any], cache_dir: Path) -> tuple[list[Survey], list[str]]:
+    """The surveys of every case of `sources` (SourceSections) and the problems of those skipped."""
+    from voxsam.training.data import list_cases
+
+    problems: list[str] = []
+    surveys = []
+    for src in sources:
+        try:
+            cases = list_cases(src)
+        except VoxsamError as exc:
+            problems.append(str(exc))
+            continue
+        for case in cases:
+            try:
+                surveys.append(survey_case(case, cache_dir))
+            except VoxsamError as exc:
+                problems.append(f"{case.source}/{case.case_id}: {exc}")
+    return surveys, problems
+
+
 # ---------------------------------------------------------------------- 2. plan
 @dataclass
 class Target:

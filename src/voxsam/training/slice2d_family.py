@@ -196,26 +196,12 @@ class Slice2DFamily:
         import hashlib
         import json
 
-        from voxsam.errors import VoxsamError
         from voxsam.models.sam2d import LITEMEDSAM
-        from voxsam.training.data import list_cases
-        from voxsam.training.slice2d_data import build_cache, load_index, make_plan, survey_case
+        from voxsam.training.slice2d_data import build_cache, load_index, make_plan, survey_sources
         from voxsam.training.slice2d_prompts import collate
 
         d = cfg.data
-        problems: list[str] = []
-        surveys = []
-        for src in d.sources:
-            try:
-                cases = list_cases(src)
-            except VoxsamError as exc:
-                problems.append(str(exc))
-                continue
-            for case in cases:
-                try:
-                    surveys.append(survey_case(case, d.cache_dir))
-                except VoxsamError as exc:
-                    problems.append(f"{case.source}/{case.case_id}: {exc}")
+        surveys, problems = survey_sources(d.sources, d.cache_dir)
         items = make_plan(surveys, d)
         if cfg.model.pretrained:
             encoder_id = f"litemedsam_{LITEMEDSAM.sha256[:12]}"
