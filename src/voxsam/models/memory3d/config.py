@@ -19,15 +19,15 @@ Presets (``Memory3DConfig.preset(name)`` or ``get_config(name)``):
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from voxsam.errors import ConfigError
+from voxsam.models.config_fields import PresetConfig
 
 
 @dataclass(frozen=True)
-class Memory3DConfig:
+class Memory3DConfig(PresetConfig):
     """Sizes of a `Memory3D` model.
 
     Attributes:
@@ -160,41 +160,12 @@ class Memory3DConfig:
             if n % getattr(self, name):
                 raise bad(f"embedding_size {n} is not a multiple of {name} {getattr(self, name)}")
 
-    # ----------------------------------------------------------------- (de)serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (ints, floats, bools, lists) for checkpoints and JSON."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
+    family: ClassVar[str] = "Memory3D"
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Memory3DConfig":
-        """Inverse of `to_dict`; missing fields take defaults, unknown fields raise `ConfigError`."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown Memory3DConfig field(s): {', '.join(unknown)}")
-        return cls(**dict(d))
+    def presets(cls) -> Mapping[str, Mapping[str, Any]]:
+        return PRESETS
 
-    def replace(self, **changes: Any) -> "Memory3DConfig":
-        """A copy with some fields changed (validated); unknown fields raise `ConfigError`."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ConfigError(f"unknown Memory3DConfig field(s): {', '.join(unknown)}")
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def preset(cls, name: str) -> "Memory3DConfig":
-        """A named preset (see `PRESETS`)."""
-        try:
-            fields = PRESETS[name]
-        except KeyError:
-            raise ConfigError(f"unknown Memory3D preset {name!r}; choose one of "
-                              f"{', '.join(sorted(PRESETS))}") from None
-        return cls(**fields)
 
 
 #: preset name -> every field of `Memory3DConfig` (explicit, so that a change of defaults cannot

@@ -17,15 +17,15 @@ To add another checkpoint of the family, add a dict of the fields that differ to
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from voxsam.errors import ConfigError
+from voxsam.models.config_fields import PresetConfig
 
 
 @dataclass(frozen=True)
-class Sam2DConfig:
+class Sam2DConfig(PresetConfig):
     """Sizes of a 2D SAM model (TinyViT encoder + SAM prompt encoder + SAM mask decoder).
 
     Attributes:
@@ -157,41 +157,12 @@ class Sam2DConfig:
         if self.mask_in_chans % 4:
             raise bad(f"mask_in_chans {self.mask_in_chans} must be divisible by 4")
 
-    # ----------------------------------------------------------------- (de)serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (ints, floats, lists) for checkpoints and JSON."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
+    family: ClassVar[str] = "Sam2D"
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Sam2DConfig":
-        """Inverse of `to_dict`; missing fields take defaults, unknown fields raise `ConfigError`."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown Sam2DConfig field(s): {', '.join(unknown)}")
-        return cls(**dict(d))
+    def presets(cls) -> Mapping[str, Mapping[str, Any]]:
+        return PRESETS
 
-    def replace(self, **changes: Any) -> "Sam2DConfig":
-        """A copy with some fields changed (validated); unknown fields raise `ConfigError`."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ConfigError(f"unknown Sam2DConfig field(s): {', '.join(unknown)}")
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def preset(cls, name: str) -> "Sam2DConfig":
-        """A named preset (see `PRESETS`)."""
-        try:
-            fields = PRESETS[name]
-        except KeyError:
-            raise ConfigError(f"unknown Sam2D preset {name!r}; choose one of "
-                              f"{', '.join(sorted(PRESETS))}") from None
-        return cls(**fields)
 
 
 #: preset name -> the fields of `Sam2DConfig` (all given explicitly, so a change of defaults

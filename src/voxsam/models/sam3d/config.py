@@ -13,11 +13,11 @@ Presets (``Sam3DConfig.preset(name)`` or ``get_config(name)``):
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 from voxsam.errors import ConfigError
+from voxsam.models.config_fields import PresetConfig
 
 RelPosForm = Literal["released", "decomposed"]
 AttentionMode = Literal["reference", "fast"]
@@ -25,7 +25,7 @@ ComputeDtype = Literal["float32", "bfloat16", "int8"]
 
 
 @dataclass(frozen=True)
-class Sam3DConfig:
+class Sam3DConfig(PresetConfig):
     """Sizes and switches of a SAM-Med3D model.
 
     Attributes:
@@ -140,39 +140,12 @@ class Sam3DConfig:
             return self.grid_size
         return self.window_size
 
-    # ----------------------------------------------------------------- (de)serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (ints, floats, strings, bools, lists) for checkpoints and JSON."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
+    family: ClassVar[str] = "Sam3D"
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Sam3DConfig":
-        """Inverse of `to_dict`; missing fields take defaults, unknown fields raise `ConfigError`."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown Sam3DConfig field(s): {', '.join(unknown)}")
-        try:
-            return cls(**dict(d))
-        except TypeError as e:  # pragma: no cover - defensive
-            raise ConfigError(f"invalid Sam3DConfig: {e}") from e
+    def presets(cls) -> Mapping[str, Mapping[str, Any]]:
+        return PRESETS
 
-    def replace(self, **changes: Any) -> "Sam3DConfig":
-        """A copy with some fields changed (validated)."""
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def preset(cls, name: str) -> "Sam3DConfig":
-        """A named preset: ``tiny``, ``small`` or ``vit_b_ori``."""
-        try:
-            return cls(**PRESETS[name])
-        except KeyError:
-            raise ConfigError(f"unknown Sam3D preset {name!r}; choose one of "
-                              f"{', '.join(sorted(PRESETS))}") from None
 
 
 PRESETS: dict[str, dict[str, Any]] = {
