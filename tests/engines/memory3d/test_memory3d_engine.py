@@ -101,3 +101,21 @@ def test_registry_options_and_weights_errors(tmp_path) -> None:
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError):
         load_memory_model(Memory3DOptions(memory_weights=junk), None)
+
+
+def test_an_edit_keeps_the_earlier_prompted_slice_as_a_conditioning_memory(litemedsam) -> None:
+    from voxsam.engines.memory3d import Memory3DEngine
+    from voxsam.models.memory3d import build_memory3d
+
+    volume, organ = _organ()
+    engine = Memory3DEngine(model=litemedsam, memory=build_memory3d("litemedsam_mem", sam2d=litemedsam, memory_pool=4))
+    prepared = engine.prepare(volume)
+    first = Box((20.0, 21.0, 6.0), (44.0, 39.0, 6.0), SliceRef(2, 6))
+    correction = Box((22.0, 23.0, 4.0), (42.0, 37.0, 4.0), SliceRef(2, 4))
+    prompts = PromptSet(boxes=(first, correction))
+    view = prepared.view(2)
+    start = view.to_display(organ[:, :, 4])
+    bank = engine._chain_context(prepared, 2, 4, start, {}, prompts, organ)
+    assert sorted((int(m.index), m.conditioning) for m in bank.memories) == [(4, True), (6, True)]
+    fresh = engine._chain_context(prepared, 2, 4, start, {}, prompts, None)  # no old mask: nothing to remember
+    assert [int(m.index) for m in fresh.memories] == [4]

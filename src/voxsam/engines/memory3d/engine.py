@@ -23,6 +23,7 @@ from voxsam.engines.options import validate_options
 from voxsam.engines.slice2d.engine import Slice2DEngine
 from voxsam.engines.slice2d.slices import PreparedVolume, SliceInput, SliceResult
 from voxsam.errors import CheckpointError
+from voxsam.prompts import Box, Point, PromptSet
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,23 @@ class Memory3DEngine(Slice2DEngine):
 
     # ------------------------------------------------------------------ slice2d's hooks
     def _chain_context(
-        self, prepared: PreparedVolume, axis: int, anchor: int, start: np.ndarray, locked: dict[int, np.ndarray]
+        self, prepared: PreparedVolume, axis: int, anchor: int, start: np.ndarray, locked: dict[int, np.ndarray],
+        prompts: PromptSet, old: np.ndarray | None,
     ) -> Bank:
+        """The bank's conditioning memories: the anchor, painted slices and, when editing, the old mask on the
+        slices of the object's earlier 2D prompts on this axis (SAM2 keeps every prompted frame)."""
         bank = Bank(axis)
-        for k, mask in {anchor: start, **locked}.items():
+        view = prepared.view(axis)
+        conditioning = {anchor: start, **locked}
+        if old is not None:
+            earlier_prompts: list[Box | Point] = [*prompts.boxes, *prompts.points]
+            for prompt in earlier_prompts:
+                ref = prompt.slice
+                if ref is not None and ref.axis == axis and ref.index not in conditioning:
+                    earlier = view.to_display(view.take(old, ref.index))
+                    if earlier.any():
+                        conditioning[ref.index] = earlier
+        for k, mask in conditioning.items():
             emb, geom = self.slices.embedding(prepared, axis, k)
             bank.memories.append(self._memorize(emb, geom, mask, k, conditioning=True))
         return bank

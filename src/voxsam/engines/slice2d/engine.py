@@ -98,7 +98,7 @@ class Slice2DEngine(Engine):
         yield anchor, view.from_display(start)
         if start.any():
             band = _intensity_band(prepared.display(axis, anchor), start)
-            context = self._chain_context(prepared, axis, anchor, start, locked)
+            context = self._chain_context(prepared, axis, anchor, start, locked, prompts, old)
             chains = [self._chain(prepared, axis, anchor, start, step, prompts, locked, old, band, context) for step in (-1, 1)]
             for k, m in _interleave(chains):
                 plane = view.from_display(m)
@@ -196,7 +196,8 @@ class Slice2DEngine(Engine):
 
     # ------------------------------------------------------------------ hooks (memory3d overrides them)
     def _chain_context(
-        self, prepared: PreparedVolume, axis: int, anchor: int, start: np.ndarray, locked: dict[int, np.ndarray]
+        self, prepared: PreparedVolume, axis: int, anchor: int, start: np.ndarray, locked: dict[int, np.ndarray],
+        prompts: PromptSet, old: np.ndarray | None,
     ) -> Any:
         """State shared by one propagation's chains (none here: each slice sees only its prompts)."""
         return None
