@@ -18,9 +18,6 @@ import io
 import json
 import os
 import platform
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -28,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from _serve import running_server  # benchmarks/_serve.py (scripts run from benchmarks/)
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (96, 96, 64)
@@ -47,12 +46,6 @@ def volume_bytes(seed: int) -> bytes:
     img = nib.Nifti1Image(image.astype(np.int16), np.diag([0.9, 0.9, 1.5, 1.0]))
     buf.write(gzip.compress(img.to_bytes(), compresslevel=1))
     return buf.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def machine() -> dict[str, Any]:
@@ -137,22 +130,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=16, help="click + propagate + mask rounds per client")
     parser.add_argument("--engine", default="classic")
     args = parser.parse_args()
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "voxsam.cli.main", "serve", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        import httpx
-
-        deadline = time.time() + 60
-        while True:
-            try:
-                httpx.get(f"{base}/api/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise SystemExit(f"server did not start: {server.stderr.read().decode() if server.stderr else ''}")
-                time.sleep(0.2)
+    with running_server() as (base, server):
         report: dict[str, Any] = {"benchmark": "server_load", "machine": machine(), "engine": args.engine,
                                   "clients": args.clients, "requests_per_client": 2 + 3 * args.rounds, "volume": list(SHAPE)}
         times: dict[str, list[float]] = defaultdict(list)
@@ -175,9 +153,6 @@ def main() -> None:
             "load_1min_after": os.getloadavg()[0],
         })
         print(json.dumps(report, indent=2))
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 if __name__ == "__main__":

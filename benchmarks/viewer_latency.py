@@ -37,7 +37,6 @@ import argparse
 import gzip
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from _serve import running_server  # noqa: E402
 from server_load import machine  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -296,12 +296,6 @@ def run_engine(page: Any, engine: str, n: int, clicks: int) -> dict[str, Any]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 128])
@@ -315,27 +309,12 @@ def main() -> None:
     report: dict[str, Any] = {"benchmark": "viewer_latency", "machine": machine()}
     version = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip()
     report["chromium"] = version
-    port = free_port()
     serve = ["-m", "voxsam.cli.main"]
     if args.static is not None:
         report["static"] = str(args.static)
         serve = ["-c", "import sys, pathlib, voxsam.server.app as a; a.STATIC = pathlib.Path(sys.argv.pop(1)); "
                        "from voxsam.cli.main import main; sys.exit(main())", str(args.static.resolve())]
-    server = subprocess.Popen([sys.executable, *serve, "serve", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        import httpx
-
-        deadline = time.time() + 60
-        while True:
-            try:
-                httpx.get(f"{base}/api/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise SystemExit(f"server did not start: {server.stderr.read().decode() if server.stderr else ''}")
-                time.sleep(0.2)
+    with running_server(serve) as (base, _server):
         with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
             context = pw.chromium.launch_persistent_context(
                 str(Path(tmp) / "profile"), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
@@ -365,9 +344,6 @@ def main() -> None:
         report["results"] = results
         report["load_1min_after"] = os.getloadavg()[0]
         print(json.dumps(report, indent=2))
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 if __name__ == "__main__":

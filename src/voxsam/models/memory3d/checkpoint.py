@@ -27,6 +27,7 @@ from voxsam.errors import CheckpointError, ConfigError, OutputPathError
 from voxsam.io.atomic import save_torch_atomic
 from voxsam.models.memory3d.build import Memory3D, build_memory3d
 from voxsam.models.memory3d.config import Memory3DConfig
+from voxsam.models.memory3d.decoder_weights import load_checked
 
 FORMAT_TAG = "voxsam.memory3d"
 FORMAT_VERSION = 1
@@ -68,14 +69,7 @@ def read_memory3d_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         CheckpointError: missing, unreadable, or not a memory3d file.
     """
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: no such memory3d weights file")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - truncated zip, garbage, pickled objects, ...
-        first = (str(e).strip().splitlines() or [""])[0][:160]
-        raise CheckpointError(f"{p}: cannot read memory3d weights (corrupt or truncated file): "
-                              f"{type(e).__name__}{': ' + first if first else ''}") from None
+    payload = load_checked(p, "memory3d weights")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_TAG:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{p}: not a memory3d weights file (format {got!r}, expected {FORMAT_TAG!r})")

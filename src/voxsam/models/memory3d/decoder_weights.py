@@ -21,6 +21,19 @@ BUNDLED_SLICE2D_DECODER = Path(__file__).resolve().parents[2] / "weights" / "sli
 PREFIXES = ("prompt_encoder.", "mask_decoder.")
 
 
+def load_checked(path: Path, what: str) -> Any:
+    """`torch.load(weights_only=True)` of `path` on the CPU; CheckpointError naming `what` for a missing or
+    unreadable file (truncated zip, garbage, pickled objects)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such {what} file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a bad checkpoint
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise CheckpointError(f"{path}: cannot read {what} (corrupt or truncated file): "
+                              f"{type(exc).__name__}{': ' + first if first else ''}") from None
+
+
 def read_decoder_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     """The ``prompt_encoder.*`` + ``mask_decoder.*`` tensors of a decoder file, as float32.
 
@@ -28,12 +41,7 @@ def read_decoder_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         CheckpointError: missing, unreadable, or not a decoder file.
     """
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: no such decoder weights file")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a bad checkpoint
-        raise CheckpointError(f"{p}: unreadable decoder weights ({type(exc).__name__})") from None
+    state = load_checked(p, "decoder weights")
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not state or not all(
             isinstance(k, str) and k.startswith(PREFIXES) and isinstance(v, Tensor) for k, v in state.items()):
