@@ -177,6 +177,16 @@ def test_slice_axis_follows_spacing(target):
     assert res.prompts[0]["axis"] == 1
 
 
+def test_slice_axis_is_the_engines_acquisition_axis(target):
+    """Two equal largest spacings: the protocol's 2D prompt goes on the axis a slice engine picks for a 3D
+    click (one rule, `acquisition_axis`), not on another of the tied axes."""
+    from voxsam.engines.base import acquisition_axis
+
+    vol = make_volume(np.zeros(SHAPE, np.float32), (4.5, 4.5, 3.0))
+    res, _, session = run("slice-mask", vol, target, n=1)
+    assert res.prompts[0]["axis"] == acquisition_axis(session.volume.affine) == 0
+
+
 def test_slice_without_any_supported_prompt(volume, target):
     with pytest.raises(ConfigError):
         run("slice", volume, target, n=1, supports={"scribble"})

@@ -1,8 +1,8 @@
 """What an evaluation run does: its settings (`EvalConfig`) and the targets it evaluates (`plan_targets`).
 
 Targets: each foreground label of each case is one target (optionally only `labels`, only those with at
-least `min_voxels` voxels, only those spanning `slice_range` slices along the slice axis — the axis of
-largest spacing — like SAM-Med3D's 10–200 slice filter; `max_cases` per dataset, first by case id).
+least `min_voxels` voxels, only those spanning `slice_range` slices along the slice axis — the acquisition
+axis — like SAM-Med3D's 10–200 slice filter; `max_cases` per dataset, first by case id).
 """
 from __future__ import annotations
 
@@ -146,11 +146,11 @@ class Plan:
     datasets: dict[str, dict[str, Any]]  # key -> {"title": ..., "source": ..., "label_names": {...}}
 
 
-def slice_axis_of(spacing: tuple[float, ...]) -> int:
-    """The slice axis of a grid: the axis of largest spacing (the last one on ties)."""
-    from voxsam.evaluation.protocols import slice_axis
+def slice_axis_of(affine: np.ndarray) -> int:
+    """The slice axis of a grid (its acquisition axis, `voxsam.engines.base.acquisition_axis`)."""
+    from voxsam.engines.base import acquisition_axis
 
-    return slice_axis(spacing)
+    return acquisition_axis(affine)
 
 
 def plan_targets(specs: list[str], config: EvalConfig) -> Plan:
@@ -177,7 +177,7 @@ def plan_targets(specs: list[str], config: EvalConfig) -> Plan:
         values, counts = np.unique(arr, return_counts=True)
         present = {int(v): int(n) for v, n in zip(values, counts) if v != 0}
         wanted = sorted(present) if config.labels is None else list(config.labels)
-        axis = slice_axis_of(label_vol.spacing)
+        axis = slice_axis_of(label_vol.affine)
         for lab in wanted:
             name = case.label_names.get(lab, f"label_{lab}")
             if lab not in present:

@@ -22,10 +22,10 @@ Protocols (registry `PROTOCOLS`):
 - ``box+center``: interaction 1 is a 3D box from the target's bounding box (engines taking
   `PromptKind.BOX`); then `center` clicks when the engine takes 3D points (the CVPR 2025 interactive 3D
   challenge protocol: box + 5 clicks = 6 interactions).
-- ``slice``: one 2D prompt on the slice of largest target area along the slice axis (default: the axis with
-  the largest spacing, ties -> the last axis): a slice mask when the engine takes `SLICE_MASK`
-  (`Session.set_slice_mask`), else a 2D box of the target's extent on that slice when it takes `SLICE_BOX`
-  (`Session.add_box(..., axis=)`), else a 2D click at the 2D distance-transform maximum of the target on that
+- ``slice``: one 2D prompt on the slice of largest target area along the slice axis (default: the
+  acquisition axis, `voxsam.engines.base.acquisition_axis`, as the slice engines choose it for a 3D click):
+  a slice mask when the engine takes `SLICE_MASK` (`Session.set_slice_mask`), else a 2D box of the target's
+  extent on that slice when it takes `SLICE_BOX` (`Session.add_box(..., axis=)`), else a 2D click at the 2D distance-transform maximum of the target on that
   slice when it takes `SLICE_POINT` (`Session.add_point(..., axis=)`). ``slice-mask``, ``slice-box`` and
   ``slice-point`` force one kind. Interactions after the first are `center` correction clicks (3D points,
   engines taking `POINT`); otherwise the first mask is repeated.
@@ -236,10 +236,12 @@ def box_center(session: Any, target: np.ndarray, n_interactions: int, seed: int 
     return rec.finish()
 
 
-def slice_axis(spacing: tuple[float, ...]) -> int:
-    """The default slice axis: the one with the largest spacing (the last one on ties)."""
-    s = np.asarray(spacing, dtype=np.float64)
-    return int(np.flatnonzero(s >= s.max() - 1e-6)[-1])
+def slice_axis(session: Any) -> int:
+    """The default slice axis: the volume's acquisition axis, by the rule the slice engines use
+    (`voxsam.engines.base.acquisition_axis`), so a 2D prompt lands on the axis a 3D click would propagate over."""
+    from voxsam.engines.base import acquisition_axis
+
+    return acquisition_axis(session.volume.affine)
 
 
 def _slice_protocol(kind: str) -> Callable[..., ProtocolResult]:
@@ -255,7 +257,7 @@ def _slice_protocol(kind: str) -> Callable[..., ProtocolResult]:
             chosen = {"mask": PromptKind.SLICE_MASK, "box": PromptKind.SLICE_BOX, "point": PromptKind.SLICE_POINT}[kind]
         rec = _Recorder(session, target, n_interactions, object_id)
         spacing = _spacing(session)
-        ax = slice_axis(spacing) if axis is None else int(axis)
+        ax = slice_axis(session) if axis is None else int(axis)
         other = tuple(a for a in range(3) if a != ax)
         areas = rec.target.sum(axis=other)
         index = int(np.argmax(areas))
@@ -324,7 +326,7 @@ def edit_slice(
     if not getattr(session.engine.capabilities, "edits_masks", False):
         raise ConfigError(f"protocol 'edit-slice' needs an engine that edits existing masks; {session.engine.name!r} does not")
     rec = _Recorder(session, target, n_interactions, object_id)
-    ax = slice_axis(_spacing(session)) if axis is None else int(axis)
+    ax = slice_axis(session) if axis is None else int(axis)
     start = degrade(rec.target, ax, np.random.default_rng(seed))
     session.set_mask(start, object_id=object_id)
     rec.mask = start
