@@ -115,7 +115,17 @@ def test_an_edit_keeps_the_earlier_prompted_slice_as_a_conditioning_memory(litem
     prompts = PromptSet(boxes=(first, correction))
     view = prepared.view(2)
     start = view.to_display(organ[:, :, 4])
+    remembered: dict[int, np.ndarray] = {}
+    memorize = engine._memorize
+
+    def spy(emb, geom, display, k, conditioning):
+        remembered[k] = display
+        return memorize(emb, geom, display, k, conditioning)
+
+    engine._memorize = spy  # type: ignore[method-assign]
     bank = engine._chain_context(prepared, 2, 4, start, {}, prompts, organ)
     assert sorted((int(m.index), m.conditioning) for m in bank.memories) == [(4, True), (6, True)]
+    # the old mask's slice 6, in display orientation (the same as the slice's image), not transformed twice
+    np.testing.assert_array_equal(remembered[6], view.take(organ, 6))
     fresh = engine._chain_context(prepared, 2, 4, start, {}, prompts, None)  # no old mask: nothing to remember
     assert [int(m.index) for m in fresh.memories] == [4]

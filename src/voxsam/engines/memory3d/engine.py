@@ -71,7 +71,7 @@ class Memory3DEngine(Slice2DEngine):
             for prompt in earlier_prompts:
                 ref = prompt.slice
                 if ref is not None and ref.axis == axis and ref.index not in conditioning:
-                    earlier = view.to_display(view.take(old, ref.index))
+                    earlier = view.take(old, ref.index)  # already in display orientation
                     if earlier.any():
                         conditioning[ref.index] = earlier
         for k, mask in conditioning.items():
