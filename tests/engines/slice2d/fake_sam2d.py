@@ -13,8 +13,9 @@ import torch.nn.functional as F
 class FakeSam2D:
     device = torch.device("cpu")
 
-    def __init__(self, iou: float = 0.9) -> None:
+    def __init__(self, iou: float = 0.9, logit: float = 4.0) -> None:
         self.iou = iou
+        self.logit = logit  # the mask's logit magnitude: under 1 the masks are "unstable" (SAM's stability score 0)
         self.encode_calls = 0
         self.decode_calls: list[dict[str, Any]] = []
 
@@ -42,5 +43,5 @@ class FakeSam2D:
             for (x, y), lab in zip(points[0].tolist(), labels[0].tolist()):
                 if lab == 0:
                     keep[int(max(y - 3, 0)) : int(y + 4), int(max(x - 3, 0)) : int(x + 4)] = False
-        logits = torch.where(keep, 4.0, -4.0)[None, None]
+        logits = torch.where(keep, self.logit, -4.0)[None, None]
         return logits, torch.tensor([[self.iou]])

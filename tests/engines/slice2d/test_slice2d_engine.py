@@ -41,6 +41,32 @@ def test_one_click_propagates_both_ways_until_the_object_ends() -> None:
     assert dice > 0.9
 
 
+def test_unstable_masks_end_the_object() -> None:
+    """Masks whose logits never pass 1 (stability 0) end each direction after the prompted slice, unless
+    the stability rule is off."""
+    vol, ball = _ball_volume()
+    for min_stability, expect_more in ((0.7, False), (0.0, True)):
+        s = Session(vol, Slice2DEngine(model=FakeSam2D(logit=0.5), min_area_px=1, min_stability=min_stability))
+        s.add_point((24, 20, 15), axis=2, propagate=False)
+        order = [k for k, _ in s.propagate()]
+        assert (len(order) > 1) is expect_more, order
+
+
+def test_stability_score() -> None:
+    import torch
+
+    from voxsam.engines.slice2d.slices import SliceInput, SliceResult
+
+    low = torch.full((1, 1, 256, 256), -5.0)
+    low[..., :10, :10] = 3.0  # sure: 100 pixels
+    low[..., 10:20, :10] = 0.0  # unsure: 100 more above -1
+    low[..., 200:, 200:] = 3.0  # outside the image region (zero padding): not counted
+    geom = SliceInput((64, 32), (128, 64))
+    result = SliceResult(np.zeros((64, 32), bool), 0.9, low, None, geom)
+    assert result.stability == pytest.approx(0.5)
+    assert SliceResult(np.zeros((64, 32), bool), 0.9, torch.full((1, 1, 256, 256), -5.0), None, geom).stability == 1.0
+
+
 def test_a_3d_click_uses_the_acquisition_axis() -> None:
     vol, ball = _ball_volume()
     s = Session(vol, _engine())

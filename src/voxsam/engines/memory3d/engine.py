@@ -82,7 +82,7 @@ class Memory3DEngine(Slice2DEngine):
     def _segment_next(
         self, context: Any, prepared: PreparedVolume, axis: int, k: int, points: np.ndarray | None, labels: np.ndarray | None,
         box: np.ndarray | None, mask_prompt: np.ndarray | None, expand: float,
-    ) -> tuple[np.ndarray, float, Any]:
+    ) -> SliceResult:
         import torch
 
         from voxsam.models.memory3d import select_memories
@@ -94,11 +94,9 @@ class Memory3DEngine(Slice2DEngine):
             return self.memory.decode(self.memory.condition(emb, chosen, k), **prompts)
 
         with torch.inference_mode():
-            result = self.slices.segment_with(prepared, axis, k, points, labels, box, mask_prompt, expand, decode=decode)
-        return result.mask, result.iou, result
+            return self.slices.segment_with(prepared, axis, k, points, labels, box, mask_prompt, expand, decode=decode)
 
-    def _accept(self, context: Any, k: int, extra: Any) -> None:
-        result: SliceResult = extra
+    def _accept(self, context: Any, k: int, result: SliceResult) -> None:
         context.memories.append(self._memorize(result.embedding, result.geom, result.mask, k, conditioning=False))
 
     def _memorize(self, emb: Any, geom: SliceInput, display: np.ndarray, k: int, conditioning: bool) -> Any:

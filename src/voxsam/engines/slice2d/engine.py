@@ -9,7 +9,9 @@ Segmenting (no mask yet):
      (`propagation_prompt`), plus any clicks the user put on that slice. Painted slices are kept as given
      and prompt their neighbours.
   3. A direction ends where the object ends: an empty mask, fewer than `min_area_px` pixels, a predicted
-     IoU under `stop_iou`, or an area jump over `max_area_ratio` (a leak).
+     IoU under `stop_iou`, a mask stability under `min_stability` (SAM's stability score: the model is
+     unsure where the edge is), an area jump over `max_area_ratio` or too few pixels in the prompted
+     slice's intensity band (`intensity_agreement`) (a leak).
 Editing (the object already has a mask, from this or any engine, or a file through `Session.set_mask`):
   the corrected slice is re-predicted (a painted mask replaces it; clicks are added to the old slice's box
   or mask), then each direction re-propagates from it and stops after two consecutive slices whose new
@@ -29,7 +31,7 @@ import numpy as np
 from voxsam.engines.base import Capabilities, Engine, Prediction, ProgressFn, SliceAxisRule, acquisition_axis
 from voxsam.engines.options import validate_options
 from voxsam.engines.slice2d.options import Slice2DOptions
-from voxsam.engines.slice2d.slices import PreparedVolume, SliceModel, bbox_rc, dice2d, prepare_volume
+from voxsam.engines.slice2d.slices import PreparedVolume, SliceModel, SliceResult, bbox_rc, dice2d, prepare_volume
 from voxsam.errors import PromptError
 from voxsam.io.volume import Volume
 from voxsam.prompts import Box, Change, Point, PromptKind, PromptSet, SliceMask
@@ -176,16 +178,18 @@ class Slice2DEngine(Engine):
                 box = user_box if user_box is not None or o.propagation_prompt == "mask" else bbox_rc(prev)
                 mask_prompt = prev if o.propagation_prompt != "box" else None
                 expand = 0.0 if user_box is not None else o.box_expand_px
-                current, iou, extra = self._segment_next(context, prepared, axis, k, points, labels, box, mask_prompt, expand)
+                result = self._segment_next(context, prepared, axis, k, points, labels, box, mask_prompt, expand)
+                current = result.mask
                 area = int(current.sum())
                 prompted = user_box is not None or (labels is not None and bool(labels.any()))
                 leak = area > o.max_area_ratio * max(int(prev.sum()), 64)
                 if area and not leak and o.intensity_agreement > 0:
                     pixels = prepared.display(axis, k)[current]
                     leak = float(np.mean((pixels >= band[0]) & (pixels <= band[1]))) < o.intensity_agreement
-                if not prompted and (area < max(1, o.min_area_px) or iou < o.stop_iou or leak):
+                unsure = result.iou < o.stop_iou or (o.min_stability > 0 and result.stability < o.min_stability)
+                if not prompted and (area < max(1, o.min_area_px) or unsure or leak):
                     return
-                self._accept(context, k, extra)
+                self._accept(context, k, result)
             yield k, current
             if old is not None:
                 agreeing = agreeing + 1 if dice2d(current, view.take(old, k)) >= o.edit_agreement else 0
@@ -205,12 +209,11 @@ class Slice2DEngine(Engine):
     def _segment_next(
         self, context: Any, prepared: PreparedVolume, axis: int, k: int, points: np.ndarray | None, labels: np.ndarray | None,
         box: np.ndarray | None, mask_prompt: np.ndarray | None, expand: float,
-    ) -> tuple[np.ndarray, float, Any]:
-        """One propagated slice: (display mask, predicted IoU, anything `_accept` needs)."""
-        mask, iou = self.slices.segment(prepared, axis, k, points, labels, box, mask_prompt, expand)
-        return mask, iou, None
+    ) -> SliceResult:
+        """One propagated slice: its mask, predicted IoU, logits (for the stability rule) and embedding."""
+        return self.slices.segment_with(prepared, axis, k, points, labels, box, mask_prompt, expand)
 
-    def _accept(self, context: Any, k: int, extra: Any) -> None:
+    def _accept(self, context: Any, k: int, result: SliceResult) -> None:
         """A propagated slice passed the stopping rules."""
 
 

@@ -233,6 +233,15 @@ class SliceResult:
     embedding: Any
     geom: SliceInput
 
+    @property
+    def stability(self) -> float:
+        """SAM's stability score: pixels with logit > 1 over pixels with logit > -1, on the low-res grid's
+        image region (1.0 for an empty mask: nothing to be unsure about)."""
+        h, w = self.geom.resized
+        logits = self.low[0, 0, :h, :w]
+        loose = int((logits > -1).sum())
+        return 1.0 if loose == 0 else int((logits > 1).sum()) / loose
+
 
 def prompt_tensors(
     geom: SliceInput,
