@@ -123,7 +123,7 @@ def true_box(mask: np.ndarray, within: Region | None = None) -> Region | None:
     part: np.ndarray = mask[within]
     if part.size == 0:
         return None
-    plane: np.ndarray = part.any(axis=2)
+    plane = np.any(part, axis=2)
     xs, ys, zs = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0)), np.flatnonzero(part.any(axis=(0, 1)))
     if xs.size == 0:
         return None
