@@ -79,11 +79,13 @@ class SolveCache:
                 out[dst] = self.raw[src]
         return out
 
-    def grow_raw(self, block: Region) -> None:
-        """Make the kept block of the pre-clean-up mask hold `block` too (ROI-local)."""
+    def grow_raw(self, block: Region) -> bool:
+        """Make the kept block of the pre-clean-up mask hold `block` too (ROI-local); True if it grew."""
         box = block if self.raw_box is None else union(self.raw_box, block)
-        if box != self.raw_box:
-            self.raw, self.raw_box = self.raw_in(box), box
+        if box == self.raw_box:
+            return False
+        self.raw, self.raw_box = self.raw_in(box), box
+        return True
 
     def set_raw(self, block: Region, values: np.ndarray, tighten: bool = True) -> None:
         """Write `values` (bool, the block's shape) into the pre-clean-up mask over `block` (ROI-local)."""
@@ -198,7 +200,8 @@ def update_raw(cache: SolveCache, changed: np.ndarray) -> None:
     field = cache.sol.field
     lo = np.min([[s.start for s in b] for b in blocks], axis=0)  # grow the kept block once to hold every tile
     hi = np.max([[s.stop for s in b] for b in blocks], axis=0)
-    cache.grow_raw((slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])), slice(int(lo[2]), int(hi[2]))))
+    grew = cache.grow_raw((slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])), slice(int(lo[2]), int(hi[2]))))
     for block in blocks:
         cache.set_raw(block, resize_block(field, cache.roi.shape, block) >= 0.5, tighten=False)
-    cache.tighten()
+    if grew:  # shrink it again only after it grew (a bounding box search per click costs ~1 ms)
+        cache.tighten()
