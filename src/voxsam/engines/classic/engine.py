@@ -306,11 +306,14 @@ def _clean(
     fg_part = fg_vox - lo
     for p in fg_part:
         part[tuple(p)] = True
-    labels, count = cc3d.connected_components(part, connectivity=6, return_N=True)
-    keep = np.zeros(int(count) + 1, dtype=bool)
-    keep[labels[tuple(fg_part.T)]] = True
-    keep[0] = False
-    part = keep[labels]
+    labels = cc3d.connected_components(part, connectivity=6)
+    keep = np.unique(labels[tuple(fg_part.T)])  # the positive click voxels are True: no 0 among them
+    if len(keep) <= 8:  # a few comparisons beat a lookup-table gather (~15x faster per component)
+        part = labels == keep[0]
+        for k in keep[1:]:
+            part |= labels == k
+    else:
+        part = np.isin(labels, keep)
     tight = true_box(part)
     assert tight is not None  # the positive click voxels are kept
     kept_block: Region = tuple(slice(b.start + t.start, b.start + t.stop) for b, t in zip(block, tight))  # type: ignore[assignment]

@@ -182,13 +182,16 @@ def changed_blocks(changed: np.ndarray, work_shape: tuple[int, int, int], roi_sh
     key, ijk = key[order], ijk[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     lows, highs = np.minimum.reduceat(ijk, starts, axis=0), np.maximum.reduceat(ijk, starts, axis=0)
-    m, n = np.asarray(work_shape), np.asarray(roi_shape)
-    z = np.where(m > 1, (m - 1) / np.maximum(n - 1, 1), 1.0)  # ROI voxel k reads working voxels floor(k·z), +1
-    same = m == n
-    lo = np.where(same, lows, np.floor((lows - 1) / z) - 1).astype(np.int64)
-    hi = np.where(same, highs + 1, np.ceil((highs + 1) / z) + 2).astype(np.int64)
-    lo = np.where(m == 1, 0, lo).clip(0, n)
-    hi = np.where(m == 1, n, hi).clip(0, n)
+    bounds = []
+    for axis in range(3):
+        m, n = work_shape[axis], roi_shape[axis]
+        z = (m - 1) / (n - 1) if n > 1 else 1.0
+        first = np.floor(np.arange(n) * z)  # ROI voxel k reads working voxels first[k] and first[k] + 1
+        lo = np.searchsorted(first, lows[:, axis] - 1, side="left") - 1  # one voxel of safety each side
+        hi = np.searchsorted(first, highs[:, axis], side="right") + 1
+        bounds.append((lo.clip(0, n), hi.clip(0, n)))
+    lo = np.stack([b[0] for b in bounds], axis=1)
+    hi = np.stack([b[1] for b in bounds], axis=1)
     return [(slice(int(a[0]), int(b[0])), slice(int(a[1]), int(b[1])), slice(int(a[2]), int(b[2]))) for a, b in zip(lo, hi)]
 
 
