@@ -177,10 +177,13 @@ def test_the_cache_is_bounded():
     vol, _ = _organs()
     engine = ClassicEngine()
     prepared = engine.prepare(vol)
+    assert prepared.solves.max_bytes == 4 * int(np.prod(vol.shape))  # what a server counts for a prepared volume
     session = Session(vol, engine)
     session._prepared = prepared
-    for oid in range(1, 8):
+    for oid in range(1, 4):
         session.add_point((30, 32, 20), object_id=oid)
-    assert isinstance(prepared.solves, SolveCaches)
+    assert len(prepared.solves) == 1  # one solve is more than the budget of this small volume: only the latest
+    prepared.solves = SolveCaches(max_bytes=2**40)
+    for oid in range(1, 8):
+        session.add_point((31, 32, 20), object_id=oid)
     assert len(prepared.solves) == prepared.solves.max_entries
-    assert prepared.solves.nbytes <= prepared.solves.max_bytes

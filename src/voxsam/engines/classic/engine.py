@@ -65,7 +65,7 @@ import numpy as np
 from voxsam.engines.base import Capabilities, Engine, Prediction, ProgressFn, Region
 from voxsam.engines.classic.grid import Roi, normalise, resize, true_box, union, working_shape
 from voxsam.engines.classic.growcut import add_seeds, growcut_solve
-from voxsam.engines.classic.incremental import SolveCache, SolveCaches, reusable, update_raw
+from voxsam.engines.classic.incremental import MAX_BYTES, SolveCache, SolveCaches, reusable, update_raw
 from voxsam.engines.classic.options import ClassicOptions
 from voxsam.engines.classic.random_walker import intensity_prior, random_walker
 from voxsam.engines.classic.seeds import box_bounds, build_seeds, positive_points
@@ -83,7 +83,9 @@ class ClassicPrepared:
         source: (X, Y, Z) channel 0 of the volume as stored (any dtype; not copied).
         spacing: (3,) float64 voxel size in mm along x, y, z.
         modality: "CT", "MR" or None.
-        solves: the objects' last GrowCut solves, for further clicks (`incremental.SolveCaches`, bounded).
+        solves: the objects' last GrowCut solves, for further clicks (`incremental.SolveCaches`): at most
+            4 entries and min(256 MiB, 4 bytes per volume voxel), the latest always kept. A server counts
+            4 bytes per voxel for an engine's prepared volume; classic keeps no copy, only this cache.
     A prediction converts only its ROI (`crop`): the same float32 values, non-finite ones as 0, that a
     float32 copy of the whole volume would hold there.
     """
@@ -148,7 +150,8 @@ class ClassicEngine(Engine):
         if progress is not None:
             progress(1.0, "classic: image ready")
         spacing = np.asarray(volume.spacing, dtype=np.float64)
-        return ClassicPrepared(source=volume.channel(0), spacing=spacing, modality=volume.modality)
+        solves = SolveCaches(max_bytes=min(MAX_BYTES, 4 * int(np.prod(volume.shape))))
+        return ClassicPrepared(source=volume.channel(0), spacing=spacing, modality=volume.modality, solves=solves)
 
     def predict(
         self, prepared: ClassicPrepared, prompts: PromptSet, previous: Prediction | None, change: Change | None = None
