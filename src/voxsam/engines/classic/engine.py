@@ -36,9 +36,22 @@ slice is a flat box (below); with several boxes the most recent one is used.
    component(s) (6-connectivity) holding a positive seed are kept. The mask is pasted into a full-size
    (X, Y, Z) bool array; `Prediction.region` is the bounding box of this ROI and the previous one (outside
    both, both masks are empty), so the session compares only that box.
+6. **Further clicks** (GrowCut, `incremental`, default on): a full solve keeps its working image, seeds,
+   distances, winning labels and edge costs in the prepared volume (`incremental.py`; the state carries a
+   token). A click that only adds points, with every new positive click at least `reuse_margin_mm` (30 mm)
+   inside the previous ROI's faces (image-border faces excepted), keeps that ROI and adds its seeds to the
+   solution: an exact label-correcting update from the new seed voxels, pruned where it does not lower the
+   stored distance (`growcut.add_seeds`); the ROI mask is re-thresholded only on the tiles whose labels
+   changed, the clean-up runs on the mask's bounding box, and `region` is the old and new masks' boxes.
+   The mask equals a full solve on the same ROI voxel for voxel (except exact cost ties between a
+   foreground and a background seed); a seed removed or relabelled (a negative ball over a positive one),
+   a box, an undo to a state whose cache is gone, or a click nearer the ROI faces gives a full solve with
+   a new ROI. So the ROI depends on the click history: a from-scratch solve would grow it by up to
+   margin_mm − reuse_margin_mm on a side (`incremental=False`: every click from scratch).
 
 Code: `engine.py` (this: ROI, the steps in order, clean-up), `grid.py` (ROI, working grid, resampling,
-normalisation), `seeds.py` (step 3), `growcut.py` and `random_walker.py` (step 4), `options.py` (the options).
+normalisation), `seeds.py` (step 3), `growcut.py` and `random_walker.py` (step 4), `incremental.py` (step 6),
+`options.py` (the options).
 
 Why GrowCut is the default (measured with the harness, `center` protocol, docs/benchmarks.md "Choice of
 the classic method"): mean Dice at 1 / 3 / 5 / 10 clicks, GrowCut vs random walker — la_mri (10 cases)
@@ -52,7 +65,9 @@ GrowCut's geodesic competition lets every click claim the region it reaches with
 each correction click moves the boundary where it was placed and Dice rises with the clicks. The random
 walker stays available for comparison (`--engine-option method=random_walker`).
 
-Latency: `benchmarks/classic_latency.py` measures seconds per click on a 128³ ROI (docs/benchmarks.md).
+Latency: `benchmarks/classic_latency.py` measures seconds per click on a 128³ ROI (docs/benchmarks.md);
+`benchmarks/big_volume_latency.py --engines classic` a 512 × 512 × 300 CT (docs/benchmarks.md "Big volumes"):
+a further click went from ~1.1 s (every click a full solve) to FIGURES.
 """
 from __future__ import annotations
 
