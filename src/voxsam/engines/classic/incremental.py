@@ -186,9 +186,11 @@ def changed_blocks(changed: np.ndarray, work_shape: tuple[int, int, int], roi_sh
     for axis in range(3):
         m, n = work_shape[axis], roi_shape[axis]
         z = (m - 1) / (n - 1) if n > 1 else 1.0
-        first = np.floor(np.arange(n) * z)  # ROI voxel k reads working voxels first[k] and first[k] + 1
-        lo = np.searchsorted(first, lows[:, axis] - 1, side="left") - 1  # one voxel of safety each side
-        hi = np.searchsorted(first, highs[:, axis], side="right") + 1
+        # ROI voxel k reads working voxels first[k] and first[k] + 1: k·z and its floor are computed as
+        # scipy's zoom computes them (one float64 product), so these ranges are exact
+        first = np.floor(np.arange(n) * z)
+        lo = np.searchsorted(first, lows[:, axis] - 1, side="left")
+        hi = np.searchsorted(first, highs[:, axis], side="right")
         bounds.append((lo.clip(0, n), hi.clip(0, n)))
     lo = np.stack([b[0] for b in bounds], axis=1)
     hi = np.stack([b[1] for b in bounds], axis=1)
