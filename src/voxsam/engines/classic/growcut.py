@@ -150,17 +150,15 @@ def add_seeds(sol: GrowcutSolution, index: np.ndarray, labels: np.ndarray) -> np
     dist[front] = 0.0
     lab[index + g] = labels
     while front.size:
-        cand = dist[front] + costs[:, front - g]  # (6, K): float32 costs widen exactly, as in the full solve
-        nb = front + steps
-        better = cand < dist[nb]  # the guards hold -inf; an edge off the grid costs inf
-        if not better.any():
-            break
-        to, value = nb[better], cand[better]
-        frm = np.broadcast_to(front, nb.shape)[better]
+        k = front.size
+        cand = (dist[front] + costs[:, front - g]).ravel()  # (6·K,): float32 costs widen exactly, as in the full solve
+        nb = (front + steps).ravel()
+        sel = np.flatnonzero(cand < dist[nb])  # the guards hold -inf; an edge off the grid costs inf
+        to, value = nb[sel], cand[sel]
         np.minimum.at(dist, to, value)
         won = value == dist[to]
-        to = to[won]
-        lab[to] = lab[frm[won]]
+        sel, to = sel[won], to[won]
+        lab[to] = lab[front[sel % k]]
         order = np.arange(to.size)
         stamp[to] = order
         front = to[stamp[to] == order]
