@@ -157,6 +157,7 @@ def test_add_seeds_equals_a_full_solve():
     full = growcut_solve(norm, both.reshape(norm.shape), spacing, 0.01, 1.0)
     assert np.array_equal(sol.dist, full.dist)
     assert np.array_equal(sol.labels, full.labels)
+    assert np.array_equal(sol.field, full.field)
     g = sol.guard
     assert np.array_equal(changed, np.flatnonzero(sol.labels[g:-g] != before[g:-g]))
 

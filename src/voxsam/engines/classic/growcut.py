@@ -33,6 +33,7 @@ class GrowcutSolution:
         costs: (6, n) float32 cost of the edge leaving each voxel towards +x, -x, +y, -y, +z, -z
             (inf where that neighbour is outside the grid).
         offsets: (6,) int64 flat index offsets of those neighbours; guard = Y·Z, the largest.
+        field: (X, Y, Z) float32: 1 where the cheapest seed is foreground, else 0 (kept up to date).
     """
 
     shape: tuple[int, int, int]
@@ -40,6 +41,7 @@ class GrowcutSolution:
     labels: np.ndarray
     costs: np.ndarray
     offsets: np.ndarray
+    field: np.ndarray
 
     @property
     def guard(self) -> int:
@@ -51,14 +53,8 @@ class GrowcutSolution:
         return self.padded[self.guard: self.guard + int(np.prod(self.shape))]
 
     @property
-    def field(self) -> np.ndarray:
-        """(X, Y, Z) float32: 1 where the cheapest seed is foreground, else 0."""
-        g = self.guard
-        return (self.labels[g: g + int(np.prod(self.shape))] == 1).astype(np.float32).reshape(self.shape)
-
-    @property
     def nbytes(self) -> int:
-        return int(self.padded.nbytes + self.labels.nbytes + self.costs.nbytes)
+        return int(self.padded.nbytes + self.labels.nbytes + self.costs.nbytes + self.field.nbytes)
 
 
 def _edges(norm: np.ndarray, spacing: np.ndarray, lam: float, power: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,7 +114,8 @@ def growcut_solve(norm: np.ndarray, seeds: np.ndarray, spacing: np.ndarray, lam:
     lab_padded = np.zeros(n + 2 * guard, dtype=np.int8)
     lab_padded[guard: guard + n] = labels
     offsets = np.array([guard, -guard, s[2], -s[2], 1, -1], dtype=np.int64)
-    return GrowcutSolution((int(s[0]), int(s[1]), int(s[2])), padded, lab_padded, costs, offsets)
+    field = (labels == 1).astype(np.float32).reshape(s)
+    return GrowcutSolution((int(s[0]), int(s[1]), int(s[2])), padded, lab_padded, costs, offsets, field)
 
 
 def growcut(norm: np.ndarray, seeds: np.ndarray, spacing: np.ndarray, lam: float, power: float) -> np.ndarray:
@@ -140,7 +137,7 @@ def add_seeds(sol: GrowcutSolution, index: np.ndarray, labels: np.ndarray) -> np
         sol: the solution to update (its distances and labels change).
         index: (K,) int64 flat indices of the new seed voxels (free ones in the solved seed map).
         labels: (K,) int8 their labels (1 or 2).
-    Returns: (M,) int64 sorted flat indices of the voxels whose label changed.
+    Returns: (M,) int64 sorted flat indices of the voxels whose label changed (`field` is updated there).
     """
     dist, lab, costs, g = sol.padded, sol.labels, sol.costs, sol.guard
     steps = sol.offsets[:, None]
@@ -162,4 +159,6 @@ def add_seeds(sol: GrowcutSolution, index: np.ndarray, labels: np.ndarray) -> np
         order = np.arange(to.size)
         stamp[to] = order
         front = to[stamp[to] == order]
-    return np.flatnonzero(lab[g: dist.size - g] != before[g: dist.size - g])
+    changed = np.flatnonzero(lab[g: dist.size - g] != before[g: dist.size - g])
+    sol.field.reshape(-1)[changed] = lab[changed + g] == 1
+    return changed
