@@ -57,8 +57,9 @@ class GrowcutSolution:
         return int(self.padded.nbytes + self.labels.nbytes + self.costs.nbytes + self.field.nbytes)
 
 
-def _edges(norm: np.ndarray, spacing: np.ndarray, lam: float, power: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(costs (6, n) float32, neighbour index (n, 6) int64 (itself off the grid), inside (6, n) bool)."""
+def _edges(norm: np.ndarray, spacing: np.ndarray, lam: float, power: float) -> tuple[np.ndarray, np.ndarray, list[tuple[slice, ...]]]:
+    """(costs (6, n) float32, neighbour index (n, 6) int64 (itself off the grid), for each direction the
+    face of the (X, Y, Z) grid whose edge leaves it)."""
     shape = norm.shape
     n = norm.size
     flat = norm.ravel()
@@ -66,7 +67,7 @@ def _edges(norm: np.ndarray, spacing: np.ndarray, lam: float, power: float) -> t
     idx = np.arange(n, dtype=np.int64).reshape(shape)
     nbr = np.empty((n, 6), dtype=np.int64)
     costs = np.empty((6, n), dtype=np.float32)
-    inside = np.empty((6, n), dtype=bool)
+    faces = []
     smin = float(spacing.min())
     col = 0
     for axis in range(3):
@@ -79,9 +80,9 @@ def _edges(norm: np.ndarray, spacing: np.ndarray, lam: float, power: float) -> t
             other = np.where(valid, np.roll(idx, -shift, axis=axis), idx).ravel()
             nbr[:, col] = other
             costs[col] = np.power(np.abs(flat[other] - flat) / sigma, power) + step_cost + 1e-9
-            inside[col] = valid.ravel()
+            faces.append(tuple(edge))
             col += 1
-    return costs, nbr, inside
+    return costs, nbr, faces
 
 
 def growcut_solve(norm: np.ndarray, seeds: np.ndarray, spacing: np.ndarray, lam: float, power: float) -> GrowcutSolution:
@@ -99,14 +100,16 @@ def growcut_solve(norm: np.ndarray, seeds: np.ndarray, spacing: np.ndarray, lam:
     from scipy.sparse.csgraph import dijkstra
 
     n = norm.size
-    costs, nbr, inside = _edges(norm, spacing, lam, power)
-    data = costs.T.astype(np.float64).ravel()  # node-major, as the graph's rows
-    graph = csr_matrix((data, nbr.ravel(), np.arange(0, 6 * n + 1, 6)), shape=(n, n))
+    costs, nbr, faces = _edges(norm, spacing, lam, power)
+    data = np.empty((n, 6), dtype=np.float64)  # node-major, as the graph's rows
+    data[...] = costs.T
+    graph = csr_matrix((data.reshape(-1), nbr.reshape(-1), np.arange(0, 6 * n + 1, 6)), shape=(n, n))
     del data, nbr
     src = np.flatnonzero(seeds.ravel() > 0)
     dist, _, sources = dijkstra(graph, directed=True, indices=src, min_only=True, return_predecessors=True)
     labels = np.where(sources >= 0, seeds.ravel()[np.maximum(sources, 0)], 2).astype(np.int8)
-    costs[~inside] = np.inf
+    for col, face in enumerate(faces):  # edges leaving the grid (self-loops in the graph) cost inf here
+        costs[col].reshape(norm.shape)[face] = np.inf
     s = norm.shape
     guard = int(s[1] * s[2])
     padded = np.full(n + 2 * guard, -np.inf)
