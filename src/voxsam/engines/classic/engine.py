@@ -67,8 +67,8 @@ walker stays available for comparison (`--engine-option method=random_walker`).
 
 Latency: `benchmarks/classic_latency.py` measures seconds per click on a 128³ ROI (docs/benchmarks.md);
 `benchmarks/big_volume_latency.py --engines classic` a 512 × 512 × 300 CT (docs/benchmarks.md "Big volumes"):
-a further click went from 1.10 s median (every click a full solve; quiet machine) to 49–52 ms median, 58–61 ms
-max with the 2 cores shared (load 3.5; the old code 1.70–1.75 s there), ~29 ms of CPU.
+a further click went from 1.08 s median (every click a full solve) to 26–28 ms median, ≤ 32 ms max, session
+included (2 shared cores, load ~2; ~24 ms of CPU per click).
 """
 from __future__ import annotations
 
