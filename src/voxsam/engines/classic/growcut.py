@@ -7,7 +7,7 @@ Every voxel takes the label of the seed it reaches with the cheapest path; a ste
 Adding seeds (a further click) only lowers distances: the new shortest-path distance of a voxel is the
 smaller of its old one and its distance from the new seeds, so `add_seeds` relaxes outwards from the new
 seed voxels only, and stops wherever the tentative distance is not below the stored one (label-correcting,
-vectorised over the active frontier, one direction at a time so no voxel is written twice per pass). The
+vectorised over the active frontier: each pass relaxes the 6 edges of all frontier voxels at once). The
 result equals a fresh solve with all seeds, distances bit for bit, labels except at exact ties between
 labels (a voxel reached at the very same cost from a foreground and a background seed keeps its label).
 """

@@ -3,9 +3,12 @@
 A full GrowCut solve keeps, per object, what a further click needs (`SolveCache`): the ROI, the normalised
 working image and its seed map, the solution (distances, winning labels, edge costs; `growcut.GrowcutSolution`)
 and the thresholded ROI mask before clean-up (only its bounding box). The cache lives in the prepared volume
-(`SolveCaches`, least recently used first out, at most `MAX_ENTRIES` entries and `MAX_BYTES`), keyed by a
-token that the prediction's state carries, so undo/redo and the history never copy it: a state whose token
-is no longer cached (evicted, or consumed by a later click after an undo) just gets a full solve.
+(`SolveCaches`, least recently used first out, at most `MAX_ENTRIES` entries and `MAX_BYTES`, the engine
+lowering that to 4 bytes per volume voxel; the latest entry is always kept), keyed by a token that the
+prediction's state carries, so undo/redo and the history never copy it (the history counts nothing for it):
+a state whose token is no longer cached (evicted, or consumed by a later click after an undo) just gets a
+full solve. A cached entry for 96³ working voxels holds ~37 MB (costs 24 B, distances 8, image 4, field 4,
+seeds and labels 2 per working voxel) plus the thresholded mask's box (1 B per ROI voxel).
 
 The rule (`reusable`): a further click reuses the previous solve when the prompts are the previous ones
 plus new points only (no box, same engine options), and every new positive click lies inside the previous
@@ -15,8 +18,9 @@ side: results depend on the click history in that way (`incremental=False` turns
 rebuilt on the kept working image; if any earlier seed voxel is no longer a seed or changes label (a
 negative ball over a positive one, a new intensity model moving the image-border background), the click
 gets a full solve. Otherwise only seeds were added, and `growcut.add_seeds` updates the solution exactly;
-the ROI mask is resampled only over the block whose working-grid stencil holds a changed label, and the
-clean-up (connected components) runs on the bounding box of the thresholded mask, not the whole ROI.
+the ROI mask is resampled only over the blocks whose working-grid stencil holds a changed label (per
+`TILE`³ tile, `update_raw`), and the clean-up (connected components) runs on the bounding box of the
+thresholded mask, not the whole ROI.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ import numpy as np
 
 from voxsam.engines.base import Region
 from voxsam.engines.classic.grid import Roi, resize_block, true_box, union
-from voxsam.engines.classic.growcut import GrowcutSolution, add_seeds
+from voxsam.engines.classic.growcut import GrowcutSolution
 
 MAX_ENTRIES = 4
 MAX_BYTES = 256 * 2**20
@@ -87,13 +91,11 @@ class SolveCache:
         self.raw, self.raw_box = self.raw_in(box), box
         return True
 
-    def set_raw(self, block: Region, values: np.ndarray, tighten: bool = True) -> None:
+    def set_raw(self, block: Region, values: np.ndarray) -> None:
         """Write `values` (bool, the block's shape) into the pre-clean-up mask over `block` (ROI-local)."""
         self.grow_raw(block)
         assert self.raw_box is not None
         self.raw[tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(block, self.raw_box))] = values
-        if tighten:
-            self.tighten()
 
     def tighten(self) -> None:
         """Shrink the kept block to the bounding box of its True voxels."""
@@ -207,6 +209,6 @@ def update_raw(cache: SolveCache, changed: np.ndarray) -> None:
     hi = np.max([[s.stop for s in b] for b in blocks], axis=0)
     grew = cache.grow_raw((slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])), slice(int(lo[2]), int(hi[2]))))
     for block in blocks:
-        cache.set_raw(block, resize_block(field, cache.roi.shape, block) >= 0.5, tighten=False)
+        cache.set_raw(block, resize_block(field, cache.roi.shape, block) >= 0.5)
     if grew:  # shrink it again only after it grew (a bounding box search per click costs ~1 ms)
         cache.tighten()
