@@ -17,8 +17,9 @@ Per engine (classic, sam3d, slice2d), each in a fresh process so that its peak R
   centre, positive where the label is the target, negative elsewhere), each a whole `Session.add_point`
   including the session's mask update and the returned mask: median and max, with the engine's own share
   (``engine_s``: time inside `Engine.predict`/`propagate`); ``mask_s`` (`Session.mask`), ``write_s``
-  (`write_mask` .nii.gz), ``peak_rss_mb``; the mask's voxel count and SHA-1 (results must not change
-  when the code gets faster).
+  (`write_mask` .nii.gz), ``peak_rss_mb``; the first and the final mask's voxel count and SHA-1 (results
+  must not change when the code gets faster; classic's further clicks keep the ROI of the last full solve
+  since issue 19, so its final mask differs from a from-scratch solve of all clicks).
 
 The machine (CPU model, the flags that matter, cores, load average before and after) is in the JSON.
 Targets of issue 19 for the default engine (classic): <= 3 s start -> file, <= 50 ms per further click,
@@ -188,6 +189,7 @@ def worker(engine: str, image: str, first: list[float], clicks: list[tuple[list[
     first_click = time.perf_counter() - t
     first_engine = inside[-1] if inside else float("nan")
     first_voxels = int(np.count_nonzero(mask))
+    first_sha1 = hashlib.sha1(np.ascontiguousarray(mask, dtype=np.uint8).tobytes()).hexdigest()[:16]
     first_encodes = _encoder_calls(built, session)
     from voxsam.errors import PromptError
 
@@ -211,7 +213,7 @@ def worker(engine: str, image: str, first: list[float], clicks: list[tuple[list[
     return {
         "imports_s": round(imports, 3), "engine_load_s": round(engine_load, 3), "read_s": round(read, 3),
         "prepare_s": round(prepare, 3), "first_click_s": round(first_click, 3), "first_click_engine_s": round(first_engine, 3),
-        "first_mask_voxels": first_voxels, "refused_clicks": refused,
+        "first_mask_voxels": first_voxels, "first_mask_sha1": first_sha1, "refused_clicks": refused,
         "further_click_s": [round(s, 4) for s in secs], "further_click_median_s": round(statistics.median(secs), 4),
         "further_click_max_s": round(max(secs), 4), "further_click_engine_median_s": round(statistics.median(engine_secs), 4),
         "further_click_overhead_median_s": round(statistics.median([a - b for a, b in zip(secs, engine_secs)]), 4),

@@ -133,12 +133,12 @@ def changed_region(old: np.ndarray, new: np.ndarray, within: Region | None = Non
     if within is None:
         within = (slice(None), slice(None), slice(None))
     diff = old[within] != new[within]
+    plane = np.any(diff, axis=2)  # two passes over the block: (X, Y) projection, then the Z profile
+    hits = (np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0)), np.flatnonzero(diff.any(axis=(0, 1))))
+    if hits[0].size == 0:
+        return None
     bounds = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hit = np.flatnonzero(diff.any(axis=other))
-        if hit.size == 0:
-            return None
+    for axis, hit in enumerate(hits):
         start = (within[axis].start or 0) + int(hit[0])
         bounds.append(slice(start, start + int(hit[-1] - hit[0]) + 1))
     return (bounds[0], bounds[1], bounds[2])

@@ -64,7 +64,8 @@ class SessionEntry:
 
     @property
     def nbytes(self) -> int:
-        """Estimate: object masks + undo history + the engine's prepared copy of the volume."""
+        """Estimate: object masks + undo history + the engine's prepared copy of the volume (4 bytes per voxel;
+        classic keeps no copy but caches its last solves for further clicks within that bound)."""
         voxels = 1
         for n in self.session.volume.shape:
             voxels *= n

@@ -55,12 +55,12 @@ def bounding_box(mask: np.ndarray, within: Region | None = None) -> Region | Non
     if _empty(within, mask.shape):
         return None
     part = mask[within]
+    plane = np.any(part, axis=2)  # two passes over the block: (X, Y) projection, then the Z profile
+    hits = (np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0)), np.flatnonzero(part.any(axis=(0, 1))))
+    if hits[0].size == 0:
+        return None
     bounds = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hit = np.flatnonzero(part.any(axis=other))
-        if hit.size == 0:
-            return None
+    for axis, hit in enumerate(hits):
         start = within[axis].start + int(hit[0])
         bounds.append(slice(start, within[axis].start + int(hit[-1]) + 1))
     return (bounds[0], bounds[1], bounds[2])

@@ -82,4 +82,5 @@ def test_same_masks_as_the_single_module_engine(reference, options):
         want = old.predict(old.prepare(vol), prompts, None)
         got = new.predict(new.prepare(vol), prompts, None)
         assert np.array_equal(got.mask, want.mask), name
-        assert got.state == want.state, name
+        # the state now also names the cached solve that further clicks update ("solve")
+        assert {k: v for k, v in got.state.items() if k != "solve"} == want.state, name

@@ -81,6 +81,55 @@ def resize(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
+def resize_block(array: np.ndarray, shape: tuple[int, int, int], block: Region) -> np.ndarray:
+    """`resize(array, shape)[block]`, bit for bit, computing only the block (an (X, Y, Z) array; float32).
+
+    `ndimage.zoom` maps output voxel k to input coordinate k·z (z = (m − 1)/(n − 1) per axis);
+    `ndimage.affine_transform` with a diagonal matrix z and offset o runs the same code with (k + o/z)·z, so
+    an offset whose quotient o/z is exactly the block start gives the same coordinates. Where no float64
+    offset divides back exactly, the block is started a voxel earlier (0 always works) and cropped.
+    """
+    from scipy import ndimage
+
+    a = np.asarray(array, dtype=np.float32)
+    if a.shape == tuple(shape):
+        return a[block]
+    zoom = np.array([(s - 1) / (t - 1) if t > 1 else 1.0 for s, t in zip(a.shape, shape)], dtype=np.float64)
+    starts, offsets = [], []
+    for axis in range(3):
+        start = int(block[axis].start)
+        while True:
+            off = start * zoom[axis]
+            for _ in range(4):
+                q = off / zoom[axis]
+                if q == start:
+                    break
+                off = float(np.nextafter(off, np.inf if q < start else -np.inf))
+            if off / zoom[axis] == start or start == 0:
+                break
+            start -= 1
+        starts.append(start)
+        offsets.append(off)
+    out_shape = tuple(int(block[a].stop) - starts[a] for a in range(3))
+    out = ndimage.affine_transform(a, zoom, offset=np.array(offsets), output_shape=out_shape, order=1, mode="nearest")
+    return out[tuple(slice(int(block[a].start) - starts[a], None) for a in range(3))]
+
+
+def true_box(mask: np.ndarray, within: Region | None = None) -> Region | None:
+    """The bounding box (explicit slices) of the True voxels of an (X, Y, Z) bool array, searched inside
+    `within` (None: all of it); None when there are none."""
+    if within is None:
+        within = (slice(0, mask.shape[0]), slice(0, mask.shape[1]), slice(0, mask.shape[2]))
+    part: np.ndarray = mask[within]
+    if part.size == 0:
+        return None
+    plane = np.any(part, axis=2)
+    xs, ys, zs = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0)), np.flatnonzero(part.any(axis=(0, 1)))
+    if xs.size == 0:
+        return None
+    return tuple(slice(int(w.start) + int(h[0]), int(w.start) + int(h[-1]) + 1) for w, h in zip(within, (xs, ys, zs)))  # type: ignore[return-value]
+
+
 def normalise(img: np.ndarray, smooth_mm: float, spacing: np.ndarray) -> np.ndarray:
     """Clip to the 0.5-99.5 percentiles (of a strided sample), scale to [0, 1], smooth; float32."""
     from scipy import ndimage

@@ -25,4 +25,6 @@ class ClassicOptions(EngineOptions):
     growcut_max_voxels: int = Field(96**3, ge=8**3, description="working-grid cap of GrowCut")
     growcut_power: float = Field(1.0, gt=0, allow_inf_nan=False, description="exponent of GrowCut's intensity cost")
     prior_weight: float = Field(0.05, ge=0, allow_inf_nan=False, description="random walker: weight of the intensity prior")
+    incremental: bool = Field(True, description="GrowCut: a further click inside the ROI updates the previous solve instead of solving again")
+    reuse_margin_mm: float = Field(30.0, ge=0, allow_inf_nan=False, description="GrowCut: a further positive click reuses the ROI when at least this far inside its faces, mm")
     prior_width: float = Field(2.0, gt=0, allow_inf_nan=False, description="random walker: prior width in robust SDs")
