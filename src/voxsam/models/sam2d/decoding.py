@@ -125,9 +125,19 @@ def check_prompts(embeddings: Tensor, points: Any = None, labels: Any = None, bo
 
 
 def decode_prompts(prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder, prompts: Prompts,
-                   multimask: bool = False) -> tuple[Tensor, Tensor]:
-    """Low-res mask logits (B, 1 or M, 4n, 4n) and predicted IoU (B, 1 or M) for checked prompts."""
+                   multimask: bool = False, exact: bool = False) -> tuple[Tensor, Tensor]:
+    """Low-res mask logits (B, 1 or M, 4n, 4n) and predicted IoU (B, 1 or M) for checked prompts.
+
+    With autograd off (``torch.no_grad`` / ``torch.inference_mode``) and unless ``exact``, the decoder
+    runs `voxsam.models.sam2d.fast_decoder.fast_decode` (same results to float32 rounding, reading the
+    live weights); with gradients on, always the exact modules (training).
+    """
+    from voxsam.models.sam2d import fast_decoder
+
     sparse, dense = prompt_encoder(prompts.points, prompts.labels, prompts.boxes, prompts.mask_input,
                                    prompts.batch)
+    if not exact and not torch.is_grad_enabled() and fast_decoder.supported(mask_decoder):
+        return fast_decoder.fast_decode(prompt_encoder, mask_decoder, prompts.embeddings, (sparse, dense),
+                                        bool(multimask))
     return mask_decoder(prompts.embeddings, prompt_encoder.get_dense_pe(), sparse, dense,
                         multimask_output=bool(multimask))

@@ -1,0 +1,265 @@
+"""Inference-only fast path of SAM's mask decoder: the same function as `MaskDecoder.forward`, fewer FLOPs.
+
+    from voxsam.models.sam2d.fast_decoder import fast_decode
+    with torch.no_grad():
+        logits, iou = fast_decode(prompt_encoder, mask_decoder, prompts, multimask=False)
+
+`voxsam.models.sam2d.decoding.decode_prompts` calls it whenever autograd is off (``torch.no_grad`` /
+``torch.inference_mode``), so `Sam2D.decode` and `Memory3D.decode` use it for inference; with gradients
+on they run the exact modules. It holds no copy of the weights: every call reads the modules' live
+parameters (a fine-tuned decoder is used as it is now), and only the dense positional encoding is
+cached (`PromptEncoder.get_dense_pe`, keyed on its buffer's version). Results equal the exact modules
+to float32 rounding (max abs error ~1e-5 on logits; tests/models/test_sam2d_fast_decoder.py).
+
+The rearrangements (exact in real arithmetic):
+
+- image tokens stay token-major (B, HW, P) and contiguous throughout; ``keys + key_pe`` is formed once
+  per layer and feeds both cross attentions;
+- tokens -> image attention (T ~ 7 queries over HW = 4096 keys): the key projection is folded into the
+  queries (``q_h . (W_k,h x + b_k,h) = (W_k,h^T q_h) . x + q_h . b_k,h``) and the value projection is
+  applied after the attention (``softmax @ (x W_v,h^T + b_v,h) = (softmax @ x) W_v,h^T + b_v,h``, rows of
+  the softmax summing to 1): two (B, heads*T, P) x (B, P, HW) products instead of two (HW, P) x (P, P/2)
+  projections of the image tokens;
+- image -> tokens attention (HW queries over T keys): likewise the query projection is folded into the
+  keys and the output projection into the values (``W_o (sum_h P_h V_h) = sum_h P_h (V_h W_o,h^T)``);
+- the two 2 x 2 stride-2 transposed convolutions are matrix products on the channels-last tokens
+  (every output pixel depends on one input pixel only), LayerNorm2d a plain layer norm over channels,
+  and the hypernetwork dot product is taken before the one permute to (B, M, 4n, 4n); only the masks
+  asked for (token 0, or tokens 1..M with ``multimask``) are computed.
+
+Where oneDNN's fused linear + GELU kernel is available (`voxsam.models.sam2d.cpu.fused_ops_available`)
+the second upscaling product applies its GELU in the same kernel.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from voxsam.models.sam2d.common import MLP, LayerNorm2d
+from voxsam.models.sam2d.mask_decoder import MaskDecoder
+from voxsam.models.sam2d.prompt_encoder import PromptEncoder
+from voxsam.models.sam2d.transformer import Attention, TwoWayAttentionBlock, TwoWayTransformer
+
+BAND_BYTES = 1 << 20  # widest upscaling intermediate per band (fits a core's L2 cache)
+
+
+def supported(mask_decoder: MaskDecoder) -> bool:
+    """Whether `fast_decode` handles this decoder (2 x 2 stride-2 upscaling as built by `MaskDecoder`)."""
+    up = list(mask_decoder.output_upscaling)
+    if len(up) != 5 or not isinstance(up[0], nn.ConvTranspose2d) or not isinstance(up[3], nn.ConvTranspose2d):
+        return False
+    if not isinstance(up[1], LayerNorm2d) or not isinstance(up[2], nn.GELU) or not isinstance(up[4], nn.GELU):
+        return False
+    for conv in (up[0], up[3]):
+        if tuple(conv.kernel_size) != (2, 2) or tuple(conv.stride) != (2, 2) or tuple(conv.padding) != (0, 0) \
+                or tuple(conv.output_padding) != (0, 0) or conv.groups != 1 or tuple(conv.dilation) != (1, 1):
+            return False
+    return all(exact_gelu(m) for m in (up[2], up[4]))
+
+
+def exact_gelu(m: nn.Module) -> bool:
+    """True for the exact (erf) GELU, the only one the fused kernel and this path apply."""
+    return isinstance(m, nn.GELU) and m.approximate == "none"
+
+
+# ---------------------------------------------------------------------------- attentions
+def _heads(attn: Attention) -> tuple[int, int]:
+    """(heads, head width d) of an attention."""
+    inner = attn.q_proj.out_features
+    return attn.num_heads, inner // attn.num_heads
+
+
+def token_to_image(attn: Attention, q_in: Tensor, k_in: Tensor, v_in: Tensor) -> Tensor:
+    """``attn(q_in, k_in, v_in)`` for few queries over many keys.
+
+    Args:
+        q_in: (B, T, P) tokens (with their positional terms).
+        k_in: (B, N, P) image tokens + positional encoding; v_in: (B, N, P) image tokens.
+    Returns:
+        (B, T, P), as `Attention.forward`.
+    """
+    h, d = _heads(attn)
+    b, t, _ = q_in.shape
+    p = k_in.shape[-1]
+    scale = 1.0 / math.sqrt(d)
+    q = attn.q_proj(q_in).view(b, t, h, d).transpose(1, 2) * scale  # (B, h, T, d)
+    wk = attn.k_proj.weight.view(h, d, p)
+    a = torch.einsum("bhtd,hdp->bhtp", q, wk).reshape(b, h * t, p)  # query folded through W_k
+    c = torch.einsum("bhtd,hd->bht", q, attn.k_proj.bias.view(h, d)).reshape(b, h * t, 1)
+    logits = torch.baddbmm(c, a, k_in.transpose(1, 2))  # (B, hT, N)
+    probs = torch.softmax(logits, dim=-1)
+    y = torch.bmm(probs, v_in).view(b, h, t, p)  # attention over the raw values, projected after
+    out = torch.einsum("bhtp,hdp->bthd", y, attn.v_proj.weight.view(h, d, p)) + attn.v_proj.bias.view(h, d)
+    return attn.out_proj(out.reshape(b, t, h * d))
+
+
+def image_to_token(attn: Attention, q_in: Tensor, k_in: Tensor, v_in: Tensor, residual: Tensor) -> Tensor:
+    """``residual + attn(q_in, k_in, v_in)`` for many queries over few keys.
+
+    Args:
+        q_in: (B, N, P) image tokens + positional encoding.
+        k_in: (B, T, P) tokens with their positional terms; v_in: (B, T, P) tokens.
+        residual: (B, N, P) image tokens, added to the attention output in place.
+    Returns:
+        ``residual`` (B, N, P), now ``residual + Attention.forward(q_in, k_in, v_in)``.
+    """
+    h, d = _heads(attn)
+    b, t, p = k_in.shape
+    scale = 1.0 / math.sqrt(d)
+    k = attn.k_proj(k_in).view(b, t, h, d).transpose(1, 2) * scale  # (B, h, T, d)
+    v = attn.v_proj(v_in).view(b, t, h, d).transpose(1, 2)
+    a = torch.einsum("bhtd,hdp->bhtp", k, attn.q_proj.weight.view(h, d, p)).reshape(b, h * t, p)
+    c = torch.einsum("bhtd,hd->bht", k, attn.q_proj.bias.view(h, d)).reshape(b, h * t, 1)
+    logits = torch.baddbmm(c, a, q_in.transpose(1, 2))  # (B, hT, N): softmax over T, the inner axis is N
+    probs = torch.softmax(logits.view(b, h, t, -1), dim=2).view(b, h * t, -1)
+    wo = attn.out_proj.weight  # (P, h*d)
+    vo = torch.einsum("bhtd,phd->bhtp", v, wo.view(wo.shape[0], h, d))
+    vo = (vo + attn.out_proj.bias / h).reshape(b, h * t, wo.shape[0])  # each head's weights sum to 1
+    return residual.baddbmm_(probs.transpose(1, 2), vo)
+
+
+def block(layer: TwoWayAttentionBlock, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor,
+          scratch: Tensor) -> tuple[Tensor, Tensor]:
+    """`TwoWayAttentionBlock.forward` with the image-side attentions rearranged (same shapes; ``keys``
+    is updated in place and ``scratch``, shaped as ``keys``, receives ``keys + key_pe``)."""
+    if layer.skip_first_layer_pe:
+        queries = layer.self_attn(queries, queries, queries)
+    else:
+        q = queries + query_pe
+        queries = queries + layer.self_attn(q, q, queries)
+    queries = layer.norm1(queries)
+    k = torch.add(keys, key_pe, out=scratch)
+    queries = layer.norm2(queries + token_to_image(layer.cross_attn_token_to_image, queries + query_pe, k, keys))
+    queries = layer.norm3(queries + layer.mlp(queries))
+    norm = layer.norm4
+    keys = image_to_token(layer.cross_attn_image_to_token, k, queries + query_pe, queries, keys)
+    return queries, F.layer_norm(keys, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+def transformer(tr: TwoWayTransformer, keys: Tensor, key_pe: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    """`TwoWayTransformer.forward` on token-major inputs.
+
+    Args:
+        keys: (B, N, P) contiguous image tokens (embedding + dense prompt); key_pe: (1, N, P).
+        tokens: (B, T, P) output + prompt tokens.
+    Returns:
+        tokens (B, T, P) and image tokens (B, N, P).
+    """
+    queries = tokens
+    scratch = torch.empty_like(keys)
+    for layer in tr.layers:
+        assert isinstance(layer, TwoWayAttentionBlock)
+        queries, keys = block(layer, queries, keys, tokens, key_pe, scratch)
+    k = torch.add(keys, key_pe, out=scratch)
+    attn = token_to_image(tr.final_attn_token_to_image, queries + tokens, k, keys)
+    return tr.norm_final_attn(queries + attn), keys
+
+
+# ---------------------------------------------------------------------------- upscaling
+def _transposed_as_linear(conv: nn.ConvTranspose2d) -> tuple[Tensor, Tensor]:
+    """A 2 x 2 stride-2 transposed convolution (Cin -> Cout) as a linear map Cin -> (dy, dx, Cout).
+
+    Returns:
+        weight (4 * Cout, Cin) and bias (4 * Cout,), output features ordered (dy, dx, c).
+    """
+    w = conv.weight  # (Cin, Cout, 2, 2)
+    cin, cout = w.shape[0], w.shape[1]
+    weight = w.permute(2, 3, 1, 0).reshape(4 * cout, cin)
+    bias = conv.bias if conv.bias is not None else w.new_zeros(cout)
+    return weight, bias.repeat(4)
+
+
+def masks_from_tokens(dec: MaskDecoder, image_tokens: Tensor, mask_tokens: Tensor, size: tuple[int, int],
+                      fused: bool, band_bytes: int = BAND_BYTES) -> Tensor:
+    """Upscaled image tokens dotted with the hypernetwork outputs of the wanted masks.
+
+    Runs in bands of grid rows so that the widest intermediate stays under ``band_bytes`` (cache sized:
+    no fresh pages per call); every output pixel depends on one grid cell only, so bands are exact.
+
+    Args:
+        image_tokens: (B, n*n, P) transformer output, token-major (row-major n x n grid).
+        mask_tokens: (B, K, C2) hypernetwork outputs of the K masks wanted (C2 = P/8 channels).
+        size: (n, n) grid.
+        fused: apply the second GELU inside oneDNN's linear kernel.
+    Returns:
+        (B, K, 4n, 4n) mask logits.
+    """
+    up = dec.output_upscaling
+    conv1, norm, conv2 = up[0], up[1], up[3]
+    assert isinstance(conv1, nn.ConvTranspose2d) and isinstance(conv2, nn.ConvTranspose2d)
+    assert isinstance(norm, LayerNorm2d)
+    b, _, p = image_tokens.shape
+    n_h, n_w = size
+    w1, b1 = _transposed_as_linear(conv1)
+    w2, b2 = _transposed_as_linear(conv2)
+    c1, c2 = w1.shape[0] // 4, w2.shape[0] // 4
+    k = mask_tokens.shape[1]
+    hyper_t = mask_tokens.transpose(1, 2)  # (B, C2, K)
+    grid = image_tokens.view(b, n_h, n_w, p)
+    out = image_tokens.new_empty(b, k, 4 * n_h, 4 * n_w)
+    rows = max(1, min(n_h, band_bytes // max(1, b * n_w * 16 * c2 * image_tokens.element_size())))
+    for y0 in range(0, n_h, rows):
+        y1 = min(n_h, y0 + rows)
+        r = y1 - y0
+        x = F.linear(grid[:, y0:y1], w1, b1).view(b, r * n_w * 4, c1)  # pixels (y, x, dy, dx)
+        x = torch.ops.aten.gelu_(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
+        if fused:
+            x = torch.ops.mkldnn._linear_pointwise(x, w2, b2, "gelu", [], "none")
+        else:
+            x = torch.ops.aten.gelu_(F.linear(x, w2, b2))
+        logits = torch.bmm(x.view(b, -1, c2), hyper_t)  # (B, pixels (y, x, dy, dx, dY, dX), K)
+        logits = logits.view(b, r, n_w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        out[:, :, 4 * y0:4 * y1] = logits.reshape(b, k, 4 * r, 4 * n_w)
+    return out
+
+
+# ---------------------------------------------------------------------------- decoder
+def predict(dec: MaskDecoder, image_embeddings: Tensor, image_pe: Tensor, sparse: Tensor, dense: Tensor,
+            multimask: bool, fused: bool) -> tuple[Tensor, Tensor]:
+    """`MaskDecoder.forward` (inference): the selected masks and their IoU estimates.
+
+    Args:
+        image_embeddings: (B, P, n, n); image_pe: (1, n*n, P) token-major (`get_dense_pe(True)`);
+        sparse: (B, T, P); dense: (B, P, n, n) (may be an expanded view).
+        multimask: tokens 1..M instead of token 0.
+    Returns:
+        logits (B, 1 or M, 4n, 4n) and IoU (B, 1 or M).
+    """
+    b, p, n_h, n_w = image_embeddings.shape
+    out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+    tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
+    keys = torch.empty(b, n_h, n_w, p, dtype=image_embeddings.dtype, device=image_embeddings.device)
+    torch.add(image_embeddings.permute(0, 2, 3, 1), dense.permute(0, 2, 3, 1), out=keys)  # one pass, token-major
+    hs, image_tokens = transformer(dec.transformer, keys.view(b, n_h * n_w, p), image_pe, tokens)
+    sel = range(1, dec.num_mask_tokens) if multimask else range(0, 1)
+    hyper = torch.stack([_mlp(dec.output_hypernetworks_mlps[i], hs[:, 1 + i]) for i in sel], dim=1)
+    masks = masks_from_tokens(dec, image_tokens, hyper, (n_h, n_w), fused)
+    iou = dec.iou_prediction_head(hs[:, 0])
+    return masks, iou[:, sel.start:sel.stop]
+
+
+def _mlp(m: nn.Module, x: Tensor) -> Tensor:
+    assert isinstance(m, MLP)
+    return m(x)
+
+
+def fast_decode(prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder, embeddings: Tensor,
+                sparse_dense: tuple[Tensor, Tensor], multimask: bool = False) -> tuple[Tensor, Tensor]:
+    """Decode encoded prompts with the fast path (call with autograd off).
+
+    Args:
+        embeddings: (B, P, n, n) image embeddings (an expanded view is fine).
+        sparse_dense: the prompt encoder's (B, T, P) sparse and (B, P, n, n) dense embeddings.
+        multimask: the M multimask outputs instead of the single mask.
+    Returns:
+        low-res logits (B, 1 or M, 4n, 4n) and IoU (B, 1 or M), as `MaskDecoder.forward`.
+    """
+    from voxsam.models.sam2d.cpu import fused_ops_available
+
+    sparse, dense = sparse_dense
+    pe = prompt_encoder.get_dense_pe(token_major=True)
+    fused = embeddings.device.type == "cpu" and embeddings.dtype == torch.float32 and fused_ops_available()
+    return predict(mask_decoder, embeddings, pe, sparse, dense, bool(multimask), fused)
