@@ -134,10 +134,9 @@ def decode_prompts(prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder, pro
     """
     from voxsam.models.sam2d import fast_decoder
 
+    if not exact and not torch.is_grad_enabled() and fast_decoder.supported(mask_decoder):
+        return fast_decoder.fast_decode(prompt_encoder, mask_decoder, prompts, bool(multimask))
     sparse, dense = prompt_encoder(prompts.points, prompts.labels, prompts.boxes, prompts.mask_input,
                                    prompts.batch)
-    if not exact and not torch.is_grad_enabled() and fast_decoder.supported(mask_decoder):
-        return fast_decoder.fast_decode(prompt_encoder, mask_decoder, prompts.embeddings, (sparse, dense),
-                                        bool(multimask))
     return mask_decoder(prompts.embeddings, prompt_encoder.get_dense_pe(), sparse, dense,
                         multimask_output=bool(multimask))

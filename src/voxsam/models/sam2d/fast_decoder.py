@@ -2,7 +2,7 @@
 
     from voxsam.models.sam2d.fast_decoder import fast_decode
     with torch.no_grad():
-        logits, iou = fast_decode(prompt_encoder, mask_decoder, prompts, multimask=False)
+        logits, iou = fast_decode(prompt_encoder, mask_decoder, prompts, multimask=False)  # checked Prompts
 
 `voxsam.models.sam2d.decoding.decode_prompts` calls it whenever autograd is off (``torch.no_grad`` /
 ``torch.inference_mode``), so `Sam2D.decode` and `Memory3D.decode` use it for inference; with gradients
@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from voxsam.models.sam2d.common import MLP, LayerNorm2d
+from voxsam.models.sam2d.decoding import Prompts
 from voxsam.models.sam2d.mask_decoder import MaskDecoder
 from voxsam.models.sam2d.prompt_encoder import PromptEncoder
 from voxsam.models.sam2d.transformer import Attention, TwoWayAttentionBlock, TwoWayTransformer
@@ -217,25 +218,55 @@ def masks_from_tokens(dec: MaskDecoder, image_tokens: Tensor, mask_tokens: Tenso
 
 
 # ---------------------------------------------------------------------------- decoder
-def predict(dec: MaskDecoder, image_embeddings: Tensor, image_pe: Tensor, sparse: Tensor, dense: Tensor,
-            multimask: bool, fused: bool) -> tuple[Tensor, Tensor]:
-    """`MaskDecoder.forward` (inference): the selected masks and their IoU estimates.
+def image_tokens_in(prompt_encoder: PromptEncoder, embeddings: Tensor, masks: Tensor | None) -> Tensor:
+    """Embedding + dense prompt embedding, token-major: (B, P, n, n) -> (B, n*n, P) contiguous.
+
+    The dense embedding is never formed channels-first: without a mask prompt ``no_mask_embed`` is added
+    during the one layout pass; with one, the 1 x 1 convolution closing ``mask_downscaling`` is applied as
+    a matrix product accumulated into the tokens.
+    """
+    b, p, n_h, n_w = embeddings.shape
+    keys = embeddings.new_empty(b, n_h, n_w, p)
+    grid = embeddings.permute(0, 2, 3, 1)
+    last = prompt_encoder.mask_downscaling[-1]
+    if masks is None:
+        torch.add(grid, prompt_encoder.no_mask_embed.weight[0], out=keys)
+    elif isinstance(last, nn.Conv2d) and tuple(last.kernel_size) == (1, 1) and tuple(last.stride) == (1, 1) \
+            and last.bias is not None and last.groups == 1:
+        hidden = prompt_encoder.mask_downscaling[:-1](masks.to(embeddings.dtype))  # (B, C, n, n)
+        c = hidden.shape[1]
+        torch.add(grid, last.bias, out=keys)
+        keys.view(-1, p).addmm_(hidden.permute(0, 2, 3, 1).reshape(-1, c), last.weight.view(p, c).t())
+    else:
+        torch.add(grid, prompt_encoder.embed_mask(masks.to(embeddings.dtype)).permute(0, 2, 3, 1), out=keys)
+    return keys.view(b, n_h * n_w, p)
+
+
+def fast_decode(prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder, prompts: Prompts,
+                multimask: bool = False) -> tuple[Tensor, Tensor]:
+    """`decode_prompts` with the fast path (call with autograd off; see the module docstring).
 
     Args:
-        image_embeddings: (B, P, n, n); image_pe: (1, n*n, P) token-major (`get_dense_pe(True)`);
-        sparse: (B, T, P); dense: (B, P, n, n) (may be an expanded view).
-        multimask: tokens 1..M instead of token 0.
+        prompts: checked `Prompts` (embeddings (B, P, n, n), possibly an expanded view).
+        multimask: the M multimask outputs instead of the single mask.
     Returns:
-        logits (B, 1 or M, 4n, 4n) and IoU (B, 1 or M).
+        low-res logits (B, 1 or M, 4n, 4n) and IoU (B, 1 or M), as `MaskDecoder.forward`.
     """
-    b, p, n_h, n_w = image_embeddings.shape
+    from voxsam.models.sam2d.cpu import fused_ops_available
+
+    emb = prompts.embeddings
+    dec = mask_decoder
+    w = prompt_encoder.no_mask_embed.weight
+    sparse, _ = prompt_encoder(prompts.points, prompts.labels, prompts.boxes, None, prompts.batch)
+    keys = image_tokens_in(prompt_encoder, emb.to(w.dtype), prompts.mask_input)
+    b, _, n_h, n_w = emb.shape
     out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
     tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
-    keys = torch.empty(b, n_h, n_w, p, dtype=image_embeddings.dtype, device=image_embeddings.device)
-    torch.add(image_embeddings.permute(0, 2, 3, 1), dense.permute(0, 2, 3, 1), out=keys)  # one pass, token-major
-    hs, image_tokens = transformer(dec.transformer, keys.view(b, n_h * n_w, p), image_pe, tokens)
+    pe = prompt_encoder.get_dense_pe(token_major=True)
+    hs, image_tokens = transformer(dec.transformer, keys, pe, tokens)
     sel = range(1, dec.num_mask_tokens) if multimask else range(0, 1)
     hyper = torch.stack([_mlp(dec.output_hypernetworks_mlps[i], hs[:, 1 + i]) for i in sel], dim=1)
+    fused = keys.device.type == "cpu" and keys.dtype == torch.float32 and fused_ops_available()
     masks = masks_from_tokens(dec, image_tokens, hyper, (n_h, n_w), fused)
     iou = dec.iou_prediction_head(hs[:, 0])
     return masks, iou[:, sel.start:sel.stop]
@@ -244,22 +275,3 @@ def predict(dec: MaskDecoder, image_embeddings: Tensor, image_pe: Tensor, sparse
 def _mlp(m: nn.Module, x: Tensor) -> Tensor:
     assert isinstance(m, MLP)
     return m(x)
-
-
-def fast_decode(prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder, embeddings: Tensor,
-                sparse_dense: tuple[Tensor, Tensor], multimask: bool = False) -> tuple[Tensor, Tensor]:
-    """Decode encoded prompts with the fast path (call with autograd off).
-
-    Args:
-        embeddings: (B, P, n, n) image embeddings (an expanded view is fine).
-        sparse_dense: the prompt encoder's (B, T, P) sparse and (B, P, n, n) dense embeddings.
-        multimask: the M multimask outputs instead of the single mask.
-    Returns:
-        low-res logits (B, 1 or M, 4n, 4n) and IoU (B, 1 or M), as `MaskDecoder.forward`.
-    """
-    from voxsam.models.sam2d.cpu import fused_ops_available
-
-    sparse, dense = sparse_dense
-    pe = prompt_encoder.get_dense_pe(token_major=True)
-    fused = embeddings.device.type == "cpu" and embeddings.dtype == torch.float32 and fused_ops_available()
-    return predict(mask_decoder, embeddings, pe, sparse, dense, bool(multimask), fused)
