@@ -141,6 +141,9 @@ def test_training_uses_exact_modules_with_gradients(monkeypatch):
     with torch.inference_mode():
         model.decode(emb.detach(), boxes=box)
     assert len(calls) == 1
+    with torch.inference_mode(), fast_decoder.exact_decoder():
+        model.decode(emb.detach(), boxes=box)
+    assert len(calls) == 1
     logits, iou = model.decode(emb, boxes=box, mask_input=torch.zeros(2, 1, 64, 64))
     assert len(calls) == 1 and logits.requires_grad
     (logits.square().mean() + iou.sum()).backward()

@@ -33,6 +33,8 @@ the second upscaling product applies its GELU in the same kernel.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +47,25 @@ from voxsam.models.sam2d.prompt_encoder import PromptEncoder
 from voxsam.models.sam2d.transformer import Attention, TwoWayAttentionBlock, TwoWayTransformer
 
 BAND_BYTES = 1 << 20  # widest upscaling intermediate per band (fits a core's L2 cache)
+
+
+_EXACT = [0]  # depth of `exact_decoder` contexts (process-wide)
+
+
+@contextmanager
+def exact_decoder() -> Iterator[None]:
+    """Within it, `decode_prompts` runs the exact modules even with autograd off (process-wide: for
+    benchmarks and checks, e.g. ``benchmarks/slice2d_latency.py``)."""
+    _EXACT[0] += 1
+    try:
+        yield
+    finally:
+        _EXACT[0] -= 1
+
+
+def enabled(mask_decoder: MaskDecoder) -> bool:
+    """Whether `decode_prompts` takes the fast path now: autograd off, no `exact_decoder`, supported."""
+    return not torch.is_grad_enabled() and _EXACT[0] == 0 and supported(mask_decoder)
 
 
 def supported(mask_decoder: MaskDecoder) -> bool:
