@@ -77,6 +77,25 @@ def test_fast_equals_exact_tiny(batch):
     _check_equal(model, emb[:1], _prompt_sets(64, batch, g), mode=torch.no_grad)  # one embedding, B prompt sets
 
 
+def test_token_bands_do_not_change_results():
+    """The transformer's image-token bands (uneven last band, batch 2) give the one-band result."""
+    from voxsam.models.sam2d import fast_transformer
+
+    model = build_sam2d("litemedsam", **TINY).eval()
+    _randomise(model, 6)
+    g = torch.Generator().manual_seed(6)
+    keys, pe, tokens = torch.randn(2, 256, 32, generator=g), torch.randn(1, 256, 32, generator=g), torch.randn(2, 7, 32, generator=g)
+    with torch.no_grad():
+        whole = fast_transformer.transformer(model.mask_decoder.transformer, keys.clone(), pe, tokens, band_bytes=1 << 30)
+        banded = fast_transformer.transformer(model.mask_decoder.transformer, keys.clone(), pe, tokens,
+                                              band_bytes=2 * 100 * 32 * 4)  # bands of 100, 100, 56 tokens
+        ref = model.mask_decoder.transformer(keys.transpose(1, 2).reshape(2, 32, 16, 16),
+                                             pe.transpose(1, 2).reshape(1, 32, 16, 16), tokens)
+    for a, b, r in zip(whole, banded, ref):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+        torch.testing.assert_close(b, r, atol=TOL, rtol=0)
+
+
 def test_fast_equals_exact_litemedsam_size():
     """Full LiteMedSAM sizes (256 channels, 64 x 64 grid) with random weights and embeddings, batch 2."""
     torch.manual_seed(0)

@@ -13,26 +13,20 @@ to float32 rounding (max abs error ~1e-5 on logits; tests/models/test_sam2d_fast
 
 The rearrangements (exact in real arithmetic):
 
-- image tokens stay token-major (B, HW, P) and contiguous throughout; ``keys + key_pe`` is formed once
-  per layer and feeds both cross attentions;
-- tokens -> image attention (T ~ 7 queries over HW = 4096 keys): the key projection is folded into the
-  queries (``q_h . (W_k,h x + b_k,h) = (W_k,h^T q_h) . x + q_h . b_k,h``) and the value projection is
-  applied after the attention (``softmax @ (x W_v,h^T + b_v,h) = (softmax @ x) W_v,h^T + b_v,h``, rows of
-  the softmax summing to 1): two (B, heads*T, P) x (B, P, HW) products instead of two (HW, P) x (P, P/2)
-  projections of the image tokens;
-- image -> tokens attention (HW queries over T keys): likewise the query projection is folded into the
-  keys and the output projection into the values (``W_o (sum_h P_h V_h) = sum_h P_h (V_h W_o,h^T)``);
+- image tokens stay token-major (B, HW, P) and contiguous; the embedding + dense prompt are formed in
+  that layout in one pass (a mask prompt's closing 1 x 1 convolution as a product accumulated into it);
+- the two-way transformer: `voxsam.models.sam2d.fast_transformer` (cross-attention projections folded
+  into the few tokens' side, image-side steps in cache-sized bands of tokens);
 - the two 2 x 2 stride-2 transposed convolutions are matrix products on the channels-last tokens
   (every output pixel depends on one input pixel only), LayerNorm2d a plain layer norm over channels,
-  and the hypernetwork dot product is taken before the one permute to (B, M, 4n, 4n); only the masks
-  asked for (token 0, or tokens 1..M with ``multimask``) are computed.
+  and the hypernetwork dot product is taken before the one permute to (B, M, 4n, 4n), in bands of grid
+  rows; only the masks asked for (token 0, or tokens 1..M with ``multimask``) are computed.
 
 Where oneDNN's fused linear + GELU kernel is available (`voxsam.models.sam2d.cpu.fused_ops_available`)
 the second upscaling product applies its GELU in the same kernel.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -42,9 +36,9 @@ from torch import Tensor, nn
 
 from voxsam.models.sam2d.common import MLP, LayerNorm2d
 from voxsam.models.sam2d.decoding import Prompts
+from voxsam.models.sam2d.fast_transformer import transformer
 from voxsam.models.sam2d.mask_decoder import MaskDecoder
 from voxsam.models.sam2d.prompt_encoder import PromptEncoder
-from voxsam.models.sam2d.transformer import Attention, TwoWayAttentionBlock, TwoWayTransformer
 
 BAND_BYTES = 1 << 20  # widest upscaling intermediate per band (fits a core's L2 cache)
 
@@ -85,99 +79,6 @@ def supported(mask_decoder: MaskDecoder) -> bool:
 def exact_gelu(m: nn.Module) -> bool:
     """True for the exact (erf) GELU, the only one the fused kernel and this path apply."""
     return isinstance(m, nn.GELU) and m.approximate == "none"
-
-
-# ---------------------------------------------------------------------------- attentions
-def _heads(attn: Attention) -> tuple[int, int]:
-    """(heads, head width d) of an attention."""
-    inner = attn.q_proj.out_features
-    return attn.num_heads, inner // attn.num_heads
-
-
-def token_to_image(attn: Attention, q_in: Tensor, k_in: Tensor, v_in: Tensor) -> Tensor:
-    """``attn(q_in, k_in, v_in)`` for few queries over many keys.
-
-    Args:
-        q_in: (B, T, P) tokens (with their positional terms).
-        k_in: (B, N, P) image tokens + positional encoding; v_in: (B, N, P) image tokens.
-    Returns:
-        (B, T, P), as `Attention.forward`.
-    """
-    h, d = _heads(attn)
-    b, t, _ = q_in.shape
-    p = k_in.shape[-1]
-    scale = 1.0 / math.sqrt(d)
-    q = attn.q_proj(q_in).view(b, t, h, d).transpose(1, 2) * scale  # (B, h, T, d)
-    wk = attn.k_proj.weight.view(h, d, p)
-    a = torch.einsum("bhtd,hdp->bhtp", q, wk).reshape(b, h * t, p)  # query folded through W_k
-    c = torch.einsum("bhtd,hd->bht", q, attn.k_proj.bias.view(h, d)).reshape(b, h * t, 1)
-    logits = torch.baddbmm(c, a, k_in.transpose(1, 2))  # (B, hT, N)
-    probs = torch.softmax(logits, dim=-1)
-    y = torch.bmm(probs, v_in).view(b, h, t, p)  # attention over the raw values, projected after
-    out = torch.einsum("bhtp,hdp->bthd", y, attn.v_proj.weight.view(h, d, p)) + attn.v_proj.bias.view(h, d)
-    return attn.out_proj(out.reshape(b, t, h * d))
-
-
-def image_to_token(attn: Attention, q_in: Tensor, k_in: Tensor, v_in: Tensor, residual: Tensor) -> Tensor:
-    """``residual + attn(q_in, k_in, v_in)`` for many queries over few keys.
-
-    Args:
-        q_in: (B, N, P) image tokens + positional encoding.
-        k_in: (B, T, P) tokens with their positional terms; v_in: (B, T, P) tokens.
-        residual: (B, N, P) image tokens, added to the attention output in place.
-    Returns:
-        ``residual`` (B, N, P), now ``residual + Attention.forward(q_in, k_in, v_in)``.
-    """
-    h, d = _heads(attn)
-    b, t, p = k_in.shape
-    scale = 1.0 / math.sqrt(d)
-    k = attn.k_proj(k_in).view(b, t, h, d).transpose(1, 2) * scale  # (B, h, T, d)
-    v = attn.v_proj(v_in).view(b, t, h, d).transpose(1, 2)
-    a = torch.einsum("bhtd,hdp->bhtp", k, attn.q_proj.weight.view(h, d, p)).reshape(b, h * t, p)
-    c = torch.einsum("bhtd,hd->bht", k, attn.q_proj.bias.view(h, d)).reshape(b, h * t, 1)
-    logits = torch.baddbmm(c, a, q_in.transpose(1, 2))  # (B, hT, N): softmax over T, the inner axis is N
-    probs = torch.softmax(logits.view(b, h, t, -1), dim=2).view(b, h * t, -1)
-    wo = attn.out_proj.weight  # (P, h*d)
-    vo = torch.einsum("bhtd,phd->bhtp", v, wo.view(wo.shape[0], h, d))
-    vo = (vo + attn.out_proj.bias / h).reshape(b, h * t, wo.shape[0])  # each head's weights sum to 1
-    return residual.baddbmm_(probs.transpose(1, 2), vo)
-
-
-def block(layer: TwoWayAttentionBlock, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor,
-          scratch: Tensor) -> tuple[Tensor, Tensor]:
-    """`TwoWayAttentionBlock.forward` with the image-side attentions rearranged (same shapes; ``keys``
-    is updated in place and ``scratch``, shaped as ``keys``, receives ``keys + key_pe``)."""
-    if layer.skip_first_layer_pe:
-        queries = layer.self_attn(queries, queries, queries)
-    else:
-        q = queries + query_pe
-        queries = queries + layer.self_attn(q, q, queries)
-    queries = layer.norm1(queries)
-    k = torch.add(keys, key_pe, out=scratch)
-    queries = layer.norm2(queries + token_to_image(layer.cross_attn_token_to_image, queries + query_pe, k, keys))
-    queries = layer.norm3(queries + layer.mlp(queries))
-    norm = layer.norm4
-    keys = image_to_token(layer.cross_attn_image_to_token, k, queries + query_pe, queries, keys)
-    return queries, F.layer_norm(keys, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-
-
-def transformer(tr: TwoWayTransformer, keys: Tensor, key_pe: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
-    """`TwoWayTransformer.forward` on token-major inputs.
-
-    Args:
-        keys: (B, N, P) contiguous image tokens (embedding + dense prompt); key_pe: (1, N, P).
-        tokens: (B, T, P) output + prompt tokens.
-    Returns:
-        tokens (B, T, P) and image tokens (B, N, P).
-    """
-    queries = tokens
-    scratch = torch.empty_like(keys)
-    for layer in tr.layers:
-        assert isinstance(layer, TwoWayAttentionBlock)
-        queries, keys = block(layer, queries, keys, tokens, key_pe, scratch)
-    k = torch.add(keys, key_pe, out=scratch)
-    attn = token_to_image(tr.final_attn_token_to_image, queries + tokens, k, keys)
-    return tr.norm_final_attn(queries + attn), keys
 
 
 # ---------------------------------------------------------------------------- upscaling
