@@ -109,12 +109,12 @@ class PromptEncoder(nn.Module):
         """
         g = self.pe_layer.positional_encoding_gaussian_matrix
         key = (g.data_ptr(), g._version, g.dtype, g.device, torch.is_inference_mode_enabled())
-        cache = self.__dict__.setdefault("_dense_pe_cache", {})
-        if cache.get("key") != key:
+        cache = self.__dict__.get("_dense_pe_cache")
+        if cache is None or cache["key"] != key:
             with torch.no_grad():
                 pe = self.pe_layer.dense(self.image_embedding_size).unsqueeze(0)
-            cache.clear()
-            cache.update(key=key, channels=pe, tokens=pe.flatten(2).transpose(1, 2).contiguous())
+            cache = {"key": key, "channels": pe, "tokens": pe.flatten(2).transpose(1, 2).contiguous()}
+            self.__dict__["_dense_pe_cache"] = cache  # replaced whole: a concurrent reader sees one or the other
         return cast(Tensor, cache["tokens" if token_major else "channels"])
 
     def embed_points(self, points: Tensor, labels: Tensor, pad: bool) -> Tensor:
