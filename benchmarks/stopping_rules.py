@@ -1,0 +1,166 @@
+"""Choosing the slice engines' stopping rule: trace propagation without one, then replay candidate rules.
+
+    python benchmarks/stopping_rules.py --json runs/bench/stopping_rules.json
+    python benchmarks/stopping_rules.py --trace runs/stop/trace.json --json OUT   # replay a saved trace only
+
+Tuning data: hn_ct_openkbp cases of the *training* split (default pt010, pt020, pt030, pt040, pt050), never the
+12 held-out cases that docs/benchmarks.md reports on. Per target (every organ of a case): an exact 2D box
+on its largest slice along the acquisition axis (the `slice-box` protocol's first prompt), then each engine
+propagates with every stopping rule off (`stop_iou` 0, `min_stability` 0, `intensity_agreement` 0, no leak
+ratio; a direction ends only on an empty mask or 8 slices past the organ's last slice, so the trace stays
+short). Each visited slice records the predicted IoU, the mask's stability (SAM's score: logit > 1 over
+logit > -1), its area, its overlap with the truth, and the share of its pixels in the prompted slice's
+intensity band.
+
+A rule only truncates a direction, so replaying it on the trace gives the 3D Dice that rule would have
+scored (up to memory3d's bank, which would hold fewer slices from the other direction). The JSON holds,
+per engine, the Dice of the current defaults and of every rule on a grid, best first.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "hn_ct_openkbp"
+CASES = "openkbp_pt010,openkbp_pt020,openkbp_pt030,openkbp_pt040,openkbp_pt050"
+PAST_END = 8
+GRID = {"stop_iou": [0.0, 0.2, 0.35, 0.45, 0.55, 0.6], "min_stability": [0.0, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85],
+        "intensity_agreement": [0.0, 0.4, 0.6, 0.7, 0.75, 0.8]}
+
+
+def trace(engines: list[str], cases: list[str], axis_override: int | None) -> list[dict[str, Any]]:
+    import torch
+
+    from voxsam.engines import create_engine
+    from voxsam.engines.base import acquisition_axis
+    from voxsam.engines.slice2d.engine import _intensity_band
+    from voxsam.io import read_volume
+    from voxsam.prompts import Box, PromptSet, SliceRef
+
+    torch.set_num_threads(1)
+    off = dict(stop_iou=0.0, min_stability=0.0, intensity_agreement=0.0, max_area_ratio=1e6, min_area_px=1, cache_mb=2000)
+    built = {name: create_engine(name, **off) for name in engines}
+    records = []
+    for case in cases:
+        image = read_volume(DATA / "imagesTr" / f"{case}_0000.nii.gz")
+        labels = np.asarray(read_volume(DATA / "labelsTr" / f"{case}.nii.gz").array).astype(int)
+        axis = acquisition_axis(image.affine) if axis_override is None else axis_override
+        prepared = built[engines[0]].prepare(image)  # one embedding cache for every engine (same encoder)
+        view = prepared.view(axis)
+        other = tuple(a for a in range(3) if a != axis)
+        for label in sorted(set(np.unique(labels).tolist()) - {0}):
+            truth = labels == label
+            areas = truth.sum(axis=other)
+            hit = np.flatnonzero(areas)
+            k0 = int(np.argmax(areas))
+            plane = np.take(truth, k0, axis=axis)
+            u, v = (np.flatnonzero(plane.any(axis=a)) for a in (1, 0))
+            lo, hi = [0.0] * 3, [0.0] * 3
+            lo[other[0]], hi[other[0]], lo[other[1]], hi[other[1]] = float(u[0]), float(u[-1]), float(v[0]), float(v[-1])
+            lo[axis] = hi[axis] = float(k0)
+            prompts = PromptSet(boxes=(Box((lo[0], lo[1], lo[2]), (hi[0], hi[1], hi[2]), SliceRef(axis, k0)),))
+            for name, engine in built.items():
+                seen: list[tuple[int, float, float, np.ndarray]] = []
+                segment_with = engine.slices.segment_with
+
+                def spy(prep: Any, ax: int, k: int, *args: Any, **kwargs: Any) -> Any:
+                    result = segment_with(prep, ax, k, *args, **kwargs)
+                    if k < hit[0] - PAST_END or k > hit[-1] + PAST_END:
+                        result.mask = np.zeros_like(result.mask)  # the trace ends here
+                    else:
+                        seen.append((k, result.iou, result.stability, result.mask))
+                    return result
+
+                engine.slices.segment_with = spy  # type: ignore[method-assign]
+                start = time.perf_counter()
+                steps = engine.propagate(prepared, prompts, None)
+                try:
+                    while True:
+                        next(steps)
+                except StopIteration as done:
+                    predicted = done.value.mask
+                finally:
+                    engine.slices.segment_with = segment_with  # type: ignore[method-assign]
+                band = _intensity_band(prepared.display(axis, k0), view.take(predicted, k0))
+                slices = []
+                for k, iou, stability, mask in seen:
+                    pixels = prepared.display(axis, k)[mask]
+                    agree = float(np.mean((pixels >= band[0]) & (pixels <= band[1]))) if mask.any() else 0.0
+                    slices.append({"k": int(k), "iou": float(iou), "stability": float(stability), "area": int(mask.sum()),
+                                   "overlap": int((mask & view.take(truth, k)).sum()), "agree": agree})
+                records.append({"engine": name, "case": case, "label": int(label), "axis": axis, "anchor": k0,
+                                "truth_voxels": int(truth.sum()), "slices": slices, "seconds": time.perf_counter() - start})
+                print(f"{name} {case} label {label}: {len(slices)} slices traced", flush=True)
+    return records
+
+
+def replay(records: list[dict[str, Any]], rule: dict[str, float]) -> float:
+    """Mean 3D Dice over the traced targets had propagation stopped by `rule` (the slice2d engine's test)."""
+    dices = []
+    for r in records:
+        by_k = {s["k"]: s for s in r["slices"]}
+        anchor = by_k[r["anchor"]]
+        overlap, area = anchor["overlap"], anchor["area"]
+        for step in (-1, 1):
+            prev, k = anchor, r["anchor"] + step
+            while k in by_k:
+                s = by_k[k]
+                leak = s["area"] > rule.get("max_area_ratio", 2.5) * max(prev["area"], 64) or s["agree"] < rule["intensity_agreement"]
+                unsure = s["iou"] < rule["stop_iou"] or (rule["min_stability"] > 0 and s["stability"] < rule["min_stability"])
+                if s["area"] < rule.get("min_area_px", 8) or unsure or leak:
+                    break
+                overlap, area, prev, k = overlap + s["overlap"], area + s["area"], s, k + step
+        dices.append(2 * overlap / max(1, area + r["truth_voxels"]))
+    return float(np.mean(dices))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--engines", default="memory3d,slice2d")
+    parser.add_argument("--cases", default=CASES, help="training-split cases only (never the held-out 12)")
+    parser.add_argument("--axis", type=int, default=None, help="slice axis (default: each volume's acquisition axis)")
+    parser.add_argument("--trace", type=Path, default=None, help="a saved trace: replay it (created when missing)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    engines = args.engines.split(",")
+    if args.trace is not None and args.trace.is_file():
+        records = json.loads(args.trace.read_text())
+    else:
+        records = trace(engines, args.cases.split(","), args.axis)
+        if args.trace is not None:
+            args.trace.parent.mkdir(parents=True, exist_ok=True)
+            args.trace.write_text(json.dumps(records))
+    from voxsam.engines import engine_spec
+
+    out: dict[str, Any] = {"machine": {"cpu": platform.processor()}, "cases": args.cases.split(","), "engines": {}}
+    for name in engines:
+        mine = [r for r in records if r["engine"] == name]
+        defaults = engine_spec(name).options()
+        current = {key: float(getattr(defaults, key)) for key in GRID}
+        grid = [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
+        scored = sorted(((replay(mine, rule), rule) for rule in grid), key=lambda t: -t[0])
+        out["engines"][name] = {
+            "targets": len(mine),
+            "defaults": {"rule": current, "dice": replay(mine, current)},
+            "no_rule": replay(mine, {"stop_iou": 0.0, "min_stability": 0.0, "intensity_agreement": 0.0, "max_area_ratio": 1e9}),
+            "best": [{"dice": d, "rule": rule} for d, rule in scored[:10]],
+        }
+        print(name, json.dumps(out["engines"][name]["defaults"]), "best", json.dumps(out["engines"][name]["best"][0]))
+    text = json.dumps(out, indent=2)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
