@@ -140,7 +140,8 @@ def main() -> None:
             args.trace.write_text(json.dumps(records))
     from voxsam.engines import engine_spec
 
-    out: dict[str, Any] = {"machine": {"cpu": platform.processor()}, "cases": args.cases.split(","), "engines": {}}
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    out: dict[str, Any] = {"benchmark": "stopping_rules", "cpu": cpu, "cases": args.cases.split(","), "engines": {}}
     for name in engines:
         mine = [r for r in records if r["engine"] == name]
         defaults = engine_spec(name).options()
