@@ -32,6 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "hn_ct_openkbp"
 CASES = "openkbp_pt010,openkbp_pt020,openkbp_pt030,openkbp_pt040,openkbp_pt050"
 PAST_END = 8
+# the engines' defaults before the stability rule (2026-12-05), replayed for comparison
+PREVIOUS = {"slice2d": {"stop_iou": 0.55, "min_stability": 0.0, "intensity_agreement": 0.6},
+            "memory3d": {"stop_iou": 0.35, "min_stability": 0.0, "intensity_agreement": 0.6}}
 GRID = {"stop_iou": [0.0, 0.2, 0.35, 0.45, 0.55, 0.6], "min_stability": [0.0, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85],
         "intensity_agreement": [0.0, 0.4, 0.6, 0.7, 0.75, 0.8]}
 
@@ -151,6 +154,7 @@ def main() -> None:
         out["engines"][name] = {
             "targets": len(mine),
             "defaults": {"rule": current, "dice": replay(mine, current)},
+            "previous_defaults": {"rule": PREVIOUS[name], "dice": replay(mine, PREVIOUS[name])} if name in PREVIOUS else None,
             "no_rule": replay(mine, {"stop_iou": 0.0, "min_stability": 0.0, "intensity_agreement": 0.0, "max_area_ratio": 1e9}),
             "best": [{"dice": d, "rule": rule} for d, rule in scored[:10]],
         }
