@@ -93,6 +93,7 @@ def _read_chunks(files: list[Path], threads: int) -> tuple[np.ndarray, np.ndarra
     import SimpleITK as sitk
 
     from voxsam.io.quiet import quiet_native
+    from voxsam.transforms.geometry import sitk_into_slab
 
     names = [str(f) for f in files]
     with quiet_native():
@@ -120,8 +121,7 @@ def _read_chunks(files: list[Path], threads: int) -> tuple[np.ndarray, np.ndarra
             if (image.GetPixelID() != ends.GetPixelID() or image.GetNumberOfComponentsPerPixel() != comps
                     or tuple(image.GetSize()) != (columns, rows, k1 - k0)):
                 raise _Fallback
-            view = sitk.GetArrayViewFromImage(image)  # (k, j, i[, c]) over the image's buffer
-            out[:, :, k0:k1] = np.swapaxes(view, 0, 2) if comps == 1 else view.transpose(2, 1, 0, 3)
+            sitk_into_slab(image, out, k0)
 
         if threads == 1:
             for a, b in zip(bounds[:-1], bounds[1:]):
