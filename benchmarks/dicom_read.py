@@ -9,10 +9,14 @@ slice with pydicom as int16 CT (rescale slope 1, intercept -1024), one file per 
 syntax asked for: ``explicit`` (Explicit VR Little Endian, uncompressed) and ``jpegls`` (JPEG-LS lossless,
 encoded with pyjpegls, decoded by SimpleITK's GDCM).
 
-Per syntax, alternating sequential and parallel runs ``--repeats`` times (medians reported): the whole
-``voxsam.io.read_volume(folder)`` and its phases (header scan, stack check, pixel decode, conversion to
-the (X, Y, Z) array). The two reads must give the same array and affine (checked on every run). The
-machine (CPU model, flags, cores) and the load average before and after are in the JSON.
+Per syntax, ``--repeats`` rounds (medians reported), the variants alternating in order within each round:
+the header scan and the stack check; the pixel decode into the (X, Y, Z) array by each path
+(``whole_list``: one SimpleITK reader over the sorted files, then copy and transposition, the sequential
+path; ``chunks_1_thread``; ``chunks_N_threads``), all checked equal (array, voxel type, affine); the whole
+``voxsam.io.read_volume(folder)`` with ``VOXSAM_DICOM_THREADS=0`` (sequential) and as it picks by default;
+the decode of the first 16, 32, ... slices each way (where chunks and threads start to pay). Peak RSS
+of one read in a fresh process, each way. The machine (CPU model, flags, cores) and the load average before
+and after are in the JSON.
 """
 from __future__ import annotations
 
@@ -138,6 +142,18 @@ def measure(folder: Path, repeats: int, threads: int, sizes: list[int]) -> dict[
             "default_threads": dicom_pixels.decode_threads(len(ordered_all)), "first_n_slices_median_s": small}
 
 
+def peak_rss_mb(folder: Path, threads_env: str) -> float:
+    """Peak RSS (MB) of a fresh process that imports voxsam.io and reads the series once."""
+    import subprocess
+
+    # VmHWM, not ru_maxrss: a child's ru_maxrss keeps the (large) peak of the parent it was forked from
+    code = ("import sys; from voxsam.io import read_volume; read_volume(sys.argv[1]); "
+            "print([int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "VOXSAM_DICOM_THREADS": threads_env}
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], env=env, capture_output=True, text=True, check=True)
+    return round(float(out.stdout.split()[-1]), 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", type=Path, default=REPO / "runs" / "bench" / "dicom_read")
@@ -156,7 +172,8 @@ def main() -> None:
     for syntax in args.syntax:
         folder = build_series(args.workdir, syntax, args.procedural)
         result["series"][syntax] = {"folder": str(folder), "mb": round(sum(p.stat().st_size for p in folder.iterdir()) / 2**20, 1),
-                                    **measure(folder, args.repeats, threads, args.sizes)}
+                                    **measure(folder, args.repeats, threads, args.sizes),
+                                    "peak_rss_mb": {"sequential": peak_rss_mb(folder, "0"), "default": peak_rss_mb(folder, "")}}
     result["loadavg_after"] = list(os.getloadavg())
     text = json.dumps(result, indent=1)
     print(text)
