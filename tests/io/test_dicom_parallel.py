@@ -15,7 +15,7 @@ from voxsam.io.dicom_pixels import MAX_THREADS, THREADS_ENV, decode_threads, rea
 from voxsam.io.dicom_scan import _scan
 from voxsam.io.dicom_stack import _check_stack
 
-N_SLICES = 60  # above PARALLEL_MIN_SLICES: the default read uses threads where there are cores
+N_SLICES = 72  # above PARALLEL_MIN_SLICES: the default read uses threads where there are cores
 
 
 def _sorted_files(folder: Path) -> list[Path]:
@@ -68,10 +68,11 @@ def test_read_volume_default_equals_sequential(tmp_path: Path, monkeypatch: pyte
     folder = _series(tmp_path / "s")
     monkeypatch.setenv(THREADS_ENV, "0")
     seq = read_volume(folder)
-    monkeypatch.delenv(THREADS_ENV)
-    par = read_volume(folder)
-    _assert_same((par.array, par.affine), (seq.array, seq.affine))
-    assert par.meta == seq.meta and par.modality == seq.modality
+    for threads in ("", "1", "2"):  # as picked on this machine, chunks on this thread, two threads
+        monkeypatch.setenv(THREADS_ENV, threads)
+        par = read_volume(folder)
+        _assert_same((par.array, par.affine), (seq.array, seq.affine))
+        assert par.meta == seq.meta and par.modality == seq.modality
 
 
 @pytest.mark.shared
@@ -132,7 +133,10 @@ def test_corrupt_slice_in_the_middle_is_named(tmp_path: Path, monkeypatch: pytes
 
 def test_thread_count_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(THREADS_ENV, raising=False)
-    assert decode_threads(3) == 0 and decode_threads(20, cores=16) == 1  # small series: no threads
+    small, mid = dicom_pixels.CHUNKED_MIN_SLICES, dicom_pixels.PARALLEL_MIN_SLICES
+    assert N_SLICES >= mid
+    assert decode_threads(3) == 0 and decode_threads(small - 1, cores=16) == 0  # small series: the whole list
+    assert all(decode_threads(n, cores=16) == 1 for n in range(small, mid))  # mid-sized: chunks, no threads
     assert decode_threads(300, cores=1) == 1  # one core: chunks on the calling thread
     assert decode_threads(300, cores=2) == 2
     assert decode_threads(100_000, cores=512) == MAX_THREADS
@@ -146,7 +150,7 @@ def test_thread_count_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_no_more_threads_than_asked_decode_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = _series(tmp_path / "s", n=120)
+    folder = _series(tmp_path / "s", n=160)
     files = _sorted_files(folder)
     running, peak, lock = [0], [0], threading.Lock()
     real = dicom_pixels._execute
