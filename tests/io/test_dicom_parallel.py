@@ -15,7 +15,7 @@ from voxsam.io.dicom_pixels import MAX_THREADS, THREADS_ENV, decode_threads, rea
 from voxsam.io.dicom_scan import _scan
 from voxsam.io.dicom_stack import _check_stack
 
-N_SLICES = 72  # above PARALLEL_MIN_SLICES: the default read uses threads where there are cores
+N_SLICES = 60  # above CHUNKED_MIN_SLICES: the default read uses chunks, and threads where there are cores
 
 
 def _sorted_files(folder: Path) -> list[Path]:
@@ -133,14 +133,15 @@ def test_corrupt_slice_in_the_middle_is_named(tmp_path: Path, monkeypatch: pytes
 
 def test_thread_count_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(THREADS_ENV, raising=False)
-    small, mid = dicom_pixels.CHUNKED_MIN_SLICES, dicom_pixels.PARALLEL_MIN_SLICES
-    assert N_SLICES >= mid
-    assert decode_threads(3) == 0 and decode_threads(small - 1, cores=16) == 0  # small series: the whole list
-    assert all(decode_threads(n, cores=16) == 1 for n in range(small, mid))  # mid-sized: chunks, no threads
-    assert decode_threads(300, cores=1) == 1  # one core: chunks on the calling thread
+    assert N_SLICES >= dicom_pixels.CHUNKED_MIN_SLICES
+    assert decode_threads(3) == 0 and decode_threads(dicom_pixels.PARALLEL_MIN_SLICES - 1, cores=16) == 0
+    assert decode_threads(dicom_pixels.PARALLEL_MIN_SLICES, cores=16) >= 2  # threads from there on
+    one_core = dicom_pixels.CHUNKED_MIN_SLICES
+    assert decode_threads(one_core - 1, cores=1) == 0 and decode_threads(one_core, cores=1) == 1  # one core: no threads
+    assert decode_threads(300, cores=1) == 1
     assert decode_threads(300, cores=2) == 2
     assert decode_threads(100_000, cores=512) == MAX_THREADS
-    assert decode_threads(60, cores=16) == 60 // dicom_pixels.MIN_SLICES_PER_THREAD
+    assert decode_threads(40, cores=16) == 40 // dicom_pixels.MIN_SLICES_PER_THREAD
     monkeypatch.setenv(THREADS_ENV, "3")
     assert decode_threads(300, cores=16) == 3
     monkeypatch.setenv(THREADS_ENV, "0")

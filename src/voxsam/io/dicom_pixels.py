@@ -13,8 +13,8 @@ the whole-list read's, voxel for voxel and affine for affine:
   another type or size (per-slice rescale differences) sends the read back to the whole-list path, as does any
   chunk that fails, so errors (the failing file named) are the whole-list path's own.
 
-`decode_threads` picks the path: the whole-list reader for small series, the chunks on the calling thread
-for mid-sized ones or one core, threads for the rest (bounded by the cores and MAX_THREADS).
+`decode_threads` picks the path: the whole-list reader for small series, threads where there are several
+cores (bounded by the cores and MAX_THREADS), the chunks on the calling thread on one core.
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-# thresholds measured with benchmarks/dicom_read.py (docs/benchmarks.md, big volumes)
-CHUNKED_MIN_SLICES = 16  # below: one reader over the whole list (the chunked path decodes 2 slices more)
-PARALLEL_MIN_SLICES = 48  # below: the chunks are read on the calling thread
-MIN_SLICES_PER_THREAD = 24
+# thresholds measured with benchmarks/dicom_read.py on 2 cores (docs/benchmarks.md, big volumes)
+PARALLEL_MIN_SLICES = 16  # below: one reader over the whole list (threads and chunks cost more than they save)
+CHUNKED_MIN_SLICES = 48  # on one core, below this: the whole list (the chunks decode 2 slices more)
+MIN_SLICES_PER_THREAD = 8
 MAX_THREADS = 8  # upper bound whatever the machine; decoding is also bound by memory bandwidth
 CHUNK_SLICES = 32  # slices per chunk: evens out the threads' work, bounds the chunk buffers in flight
 THREADS_ENV = "VOXSAM_DICOM_THREADS"  # 0: one reader over the whole list; 1: chunks on the calling thread; N: cap
@@ -46,18 +46,22 @@ def available_cores() -> int:
 
 
 def decode_threads(n_slices: int, cores: int | None = None) -> int:
-    """How to decode a series of `n_slices` single-frame files: 0 = one reader over the whole list (small
-    series), 1 = chunks on the calling thread (fewer than PARALLEL_MIN_SLICES slices, or one core), else
-    the number of threads: min(cores, MAX_THREADS, n_slices // MIN_SLICES_PER_THREAD). $VOXSAM_DICOM_THREADS,
-    where set to an integer, caps this (0 forces the whole-list reader)."""
+    """How to decode a series of `n_slices` single-frame files: 0 = one reader over the whole list, 1 =
+    chunks on the calling thread, N > 1 = chunks on N threads.
+
+    Below PARALLEL_MIN_SLICES: 0. With several cores: min(cores, MAX_THREADS, n_slices //
+    MIN_SLICES_PER_THREAD) threads. With one core (or a cap of 1): 1 from CHUNKED_MIN_SLICES slices on, else 0.
+    $VOXSAM_DICOM_THREADS, where set to an integer, caps the threads (0 forces the whole-list reader).
+    """
     env = os.environ.get(THREADS_ENV, "").strip()
     cap = int(env) if env.isdigit() else MAX_THREADS
-    if n_slices < CHUNKED_MIN_SLICES or cap == 0:
+    if n_slices < PARALLEL_MIN_SLICES or cap == 0:
         return 0
-    if n_slices < PARALLEL_MIN_SLICES:
-        return 1
     cores = available_cores() if cores is None else cores
-    return max(1, min(cores, cap, MAX_THREADS, n_slices // MIN_SLICES_PER_THREAD))
+    threads = min(cores, cap, MAX_THREADS, n_slices // MIN_SLICES_PER_THREAD)
+    if threads <= 1:
+        return 1 if n_slices >= CHUNKED_MIN_SLICES else 0
+    return threads
 
 
 def read_series_array(folder: Path, files: list[Path], threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
