@@ -30,7 +30,7 @@ CHUNKED_MIN_SLICES = 48  # on one core, below this: the whole list (the chunks d
 MIN_SLICES_PER_THREAD = 8
 MAX_THREADS = 8  # upper bound whatever the machine; decoding is also bound by memory bandwidth
 CHUNK_SLICES = 32  # slices per chunk: evens out the threads' work, bounds the chunk buffers in flight
-THREADS_ENV = "VOXSAM_DICOM_THREADS"  # 0: one reader over the whole list; 1: chunks on the calling thread; N: cap
+THREADS_ENV = "VOXSAM_DICOM_THREADS"  # 0: one reader over the whole list; N: at most N threads (1: none)
 
 
 class _Fallback(Exception):
