@@ -20,6 +20,7 @@ from voxsam.errors import (
     SliceSpacingError,
     UnsupportedFormatError,
 )
+from voxsam.io.dicom_pixels import read_series_array
 from voxsam.io.dicom_scan import _list_series, _scan, _Slice
 from voxsam.io.dicom_seg import SEG_SOP_CLASS_UID, read_dicom_seg, write_dicom_seg
 from voxsam.io.dicom_stack import _check_stack, _read_pixels, _resample_along_normal
@@ -92,8 +93,11 @@ def read_dicom(path: Path, series_uid: str | None = None, allow_uneven: bool = F
     ordered, positions, step, problem = _check_stack(folder, members)
     if problem is not None and not allow_uneven:
         raise SliceSpacingError(f"{problem}; pass --allow-uneven (API allow_uneven=True) to resample onto a regular grid")
-    image = _read_pixels(folder, [s.path for s in ordered])
-    array, affine = sitk_to_array_affine(image)
+    files = [s.path for s in ordered]
+    if all(s.frames == 1 for s in ordered):  # slices decoded in contiguous chunks on several threads
+        array, affine = read_series_array(folder, files)
+    else:
+        array, affine = sitk_to_array_affine(_read_pixels(folder, files))
     if array.shape[2] != len(ordered) and len(ordered) > 1:
         raise CorruptFileError(f"{folder}: the series has {len(ordered)} files but {array.shape[2]} slices were decoded")
     array = squeeze_to_volume(array, folder)

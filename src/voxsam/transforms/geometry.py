@@ -70,6 +70,15 @@ def sitk_to_array_affine(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(arr), affine
 
 
+def sitk_into_slab(image: sitk.Image, out: np.ndarray, k0: int) -> None:
+    """Copy a SimpleITK image of n slices into `out[:, :, k0:k0 + n]` ((k, j, i) -> (X, Y, Z), components
+    last), straight from its buffer: no whole-volume copy or transposition."""
+    import SimpleITK as sitk
+
+    view = sitk.GetArrayViewFromImage(image)  # (k, j, i) or (k, j, i, C) over the image's buffer
+    out[:, :, k0:k0 + view.shape[0]] = np.swapaxes(view, 0, 2) if view.ndim == 3 else view.transpose(2, 1, 0, 3)
+
+
 def array_affine_to_sitk(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
     """(X, Y, Z) array + RAS affine -> SimpleITK image with the same grid."""
     import SimpleITK as sitk
