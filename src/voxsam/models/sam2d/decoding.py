@@ -9,7 +9,6 @@ so that the two accept the same prompts with the same errors and decode them ide
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,6 +16,7 @@ from torch import Tensor
 
 from voxsam.errors import PromptError
 from voxsam.models.sam2d.mask_decoder import MaskDecoder
+from voxsam.models.sam2d.prompt_batch import Prompts
 from voxsam.models.sam2d.prompt_encoder import PromptEncoder
 
 
@@ -33,25 +33,6 @@ def as_tensor(x: Any, name: str, device: torch.device) -> Tensor:
 def finite(t: Tensor) -> bool:
     """True when every value is finite (always True on the meta device)."""
     return t.device.type == "meta" or bool(torch.isfinite(t).all())
-
-
-@dataclass(frozen=True)
-class Prompts:
-    """Validated prompts of a batch of B prompt sets (see `check_prompts`).
-
-    Attributes:
-        embeddings: (B, P, n, n) image (or memory-conditioned) embeddings, expanded to the batch.
-        points: (B, N, 2) float or None; labels: (B, N) long in {-1, 0, 1} (with points) or None.
-        boxes: (B, K, 4) float or None; mask_input: (B, 1, 4n, 4n) float or None.
-        batch: B.
-    """
-
-    embeddings: Tensor
-    points: Tensor | None
-    labels: Tensor | None
-    boxes: Tensor | None
-    mask_input: Tensor | None
-    batch: int
 
 
 def check_prompts(embeddings: Tensor, points: Any = None, labels: Any = None, boxes: Any = None,

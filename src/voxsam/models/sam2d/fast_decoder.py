@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from voxsam.models.sam2d.common import MLP, LayerNorm2d
-from voxsam.models.sam2d.decoding import Prompts
+from voxsam.models.sam2d.prompt_batch import Prompts
 from voxsam.models.sam2d.fast_transformer import transformer
 from voxsam.models.sam2d.mask_decoder import MaskDecoder
 from voxsam.models.sam2d.prompt_encoder import PromptEncoder
