@@ -12,7 +12,6 @@ and written to --json) holds each click's seconds, the ROI / working-grid shapes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _report import emit_json  # noqa: E402  (benchmarks/_report.py; scripts run from benchmarks/)
 
 
 def phantom(size: int = 192, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -110,11 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         "runs": runs,
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit_json(out, args.json)
     return 0
 
 

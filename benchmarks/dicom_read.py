@@ -21,7 +21,6 @@ and after are in the JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -36,6 +35,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from big_volume_latency import SHAPE, SHARED, _procedural_ct, _real_ct, machine  # noqa: E402
+from _report import emit_json  # noqa: E402  (benchmarks/_report.py; scripts run from benchmarks/)
 
 SYNTAXES = ("explicit", "jpegls")
 SERIES_UID = "1.2.826.0.1.3680043.8.498.19003"
@@ -175,11 +175,7 @@ def main() -> None:
                                     **measure(folder, args.repeats, threads, args.sizes),
                                     "peak_rss_mb": {"sequential": peak_rss_mb(folder, "0"), "default": peak_rss_mb(folder, "")}}
     result["loadavg_after"] = list(os.getloadavg())
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit_json(result, args.json, indent=1)
 
 
 if __name__ == "__main__":

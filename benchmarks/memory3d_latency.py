@@ -21,7 +21,6 @@ recorded before and after (other processes distort CPU timings: compare ratios w
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -37,6 +36,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from slice2d_latency import load, machine, peak_rss_mb  # noqa: E402
 
 from voxsam.models.memory3d import Memory3DConfig, build_memory3d  # noqa: E402
+from _report import emit_json  # noqa: E402  (benchmarks/_report.py; scripts run from benchmarks/)
 
 
 def build(pool: int) -> Any:
@@ -110,11 +110,7 @@ def main() -> None:
     out["results"] = results
     out["load_after"] = load()
     out["peak_rss_mb"] = peak_rss_mb()
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit_json(out, args.json)
 
 
 if __name__ == "__main__":

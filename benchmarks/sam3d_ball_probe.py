@@ -10,10 +10,10 @@ Without --checkpoint the bundled weights are probed (the model card's "Limitatio
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+from _report import emit_json  # noqa: E402  (benchmarks/_report.py; scripts run from benchmarks/)
 
 
 def ball_case(radius: int, inside: float, outside: float, size: int = 96, seed: int = 0):
@@ -48,11 +48,7 @@ def main() -> None:
             cases.append({"contrast": contrast, "radius_mm": radius * 1.5, "dice": round(dice, 3),
                           "mask_voxels": int(mask.sum()), "ball_voxels": int(ball.sum())})
     report = {"checkpoint": str(args.checkpoint or "bundled"), "cases": cases}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit_json(report, args.json)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from voxsam.models.sam3d import Sam3D, build_sam3d  # noqa: E402
 from voxsam.models.sam3d.build import Int8Linear, fill_random_weights, int8_image_encoder  # noqa: E402
+from _report import emit_json  # noqa: E402  (benchmarks/_report.py; scripts run from benchmarks/)
 
 Prompt = tuple[torch.Tensor, torch.Tensor, bool]  # points (1, N, 3), labels (1, N), sequential
 
@@ -287,11 +288,7 @@ def main(argv: list[str] | None = None) -> dict:
     res["decoder_click_median_s"] = res["default_path"]["decoder_click_median_s"]
     res["peak_rss_mb_default_path"] = res["default_path"]["peak_rss_mb"]
     res["loadavg_1min_end"] = loadavg()
-    text = json.dumps(res, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit_json(res, args.json)
     return res
 
 

@@ -68,6 +68,7 @@ from voxsam.models.sam2d.cpu import cpu_flags, native_bf16  # noqa: E402
 from voxsam.models.sam2d.fast import fast_encoder  # noqa: E402
 
 from _edit_latency import decoder_agreement, decoder_bench, edit_bench  # noqa: E402
+from _report import emit_json  # noqa: E402  (benchmarks/_report.py; scripts run from benchmarks/)
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
 TARGETS = {"s_per_100_slices_bf16_native": 5.0, "s_per_100_slices_float32": 15.0, "ms_per_edit_step": 30.0, "peak_rss_mb": 1536.0}
@@ -478,11 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     result["benchmark_s"] = round(time.perf_counter() - t_start, 1)
     result["peak_rss_mb_this_process"] = peak_rss_mb()
 
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit_json(result, args.json)
     return 0
 
 
