@@ -130,3 +130,25 @@ def test_an_edit_keeps_the_earlier_prompted_slice_as_a_conditioning_memory(litem
     np.testing.assert_array_equal(remembered[6], view.take(organ, 6))
     fresh = engine._chain_context(prepared, 2, 4, start, {}, prompts, None)  # no old mask: nothing to remember
     assert [int(m.index) for m in fresh.memories] == [4]
+
+
+def test_slice_step_puts_decided_slices_one_apart_in_the_bank(litemedsam) -> None:
+    """With `slice_step` 2 the walk decides every other slice; their memories sit at index / 2, so the offsets
+    the memory attention sees between decided neighbours are 1, as in training."""
+    from voxsam.engines.memory3d import Memory3DEngine
+    from voxsam.models.memory3d import build_memory3d
+
+    volume, organ = _organ()
+    prompts = PromptSet(boxes=(Box((20.0, 21.0, 6.0), (44.0, 39.0, 6.0), SliceRef(2, 6)),))
+    engine = Memory3DEngine(model=litemedsam, memory=build_memory3d("litemedsam_mem", sam2d=litemedsam, memory_pool=4),
+                            min_stability=0.0, slice_step=2)
+    decided: list[tuple[int, float]] = []
+    original = engine._accept
+    engine._accept = lambda context, k, result: (decided.append((k, context.position(k))), original(context, k, result))[1]  # type: ignore[method-assign]
+    order, mask = _run(engine, engine.prepare(volume), prompts)
+    assert sorted(order) == list(range(min(order), max(order) + 1)) and len(order) >= 5  # every slice, once
+    ks = {k for k, _ in decided}
+    assert {4, 8} <= ks and not {5, 7} & ks, decided  # jumps of 2 from the prompted slice 6; 5, 7 interpolated
+    assert all(p == k / 2 for k, p in decided)
+    dice = 2 * (mask & organ).sum() / (mask.sum() + organ.sum())
+    assert dice > 0.6, dice

@@ -71,7 +71,8 @@ def test_a_3d_click_uses_the_acquisition_axis() -> None:
     vol, ball = _ball_volume()
     s = Session(vol, _engine())
     s.add_point((24, 20, 15), propagate=False)  # spacing 1, 1, 2 mm: slices along axis 2
-    assert s.propagate().axis == 2
+    order = [k for k, _ in s.propagate()]
+    assert 17 in order and 13 in order
 
 
 def test_box_and_painted_mask_start_slices() -> None:
@@ -146,6 +147,40 @@ def test_only_visited_slices_are_encoded_once() -> None:
     assert model.encode_calls == visited
     s.add_point((24, 20, 15), axis=2, positive=True)
     assert model.encode_calls == visited  # cached
+
+
+def test_slice_step_decides_every_nth_slice_and_ends_where_the_object_ends() -> None:
+    vol, ball = _ball_volume()
+    z = np.flatnonzero(ball.any(axis=(0, 1)))
+    masks, encodings = {}, {}
+    for step in (1, 3):
+        model = FakeSam2D()
+        s = Session(vol, Slice2DEngine(model=model, min_area_px=1, slice_step=step))
+        s.add_point((24, 20, 15), axis=2, propagate=False)
+        order = [k for k, _ in s.propagate()]
+        assert sorted(order) == list(range(z.min(), z.max() + 1)), (step, order)  # every slice, each once
+        masks[step], encodings[step] = s.mask.astype(bool), model.encode_calls
+    assert encodings[3] < 0.7 * encodings[1], encodings
+    dice = 2 * (masks[3] & masks[1]).sum() / (masks[3].sum() + masks[1].sum())
+    assert dice > 0.95, dice
+
+
+def test_slice_step_never_jumps_over_a_painted_or_prompted_slice() -> None:
+    from voxsam.engines.slice2d.engine import _next_visit
+
+    assert _next_visit(10, 1, 4, 30, set()) == 14
+    assert _next_visit(10, -1, 4, 30, {8}) == 8
+    assert _next_visit(27, 1, 4, 30, set()) == 29  # no further than the last slice
+    assert _next_visit(2, -1, 4, 30, {5}) == 0
+    vol, ball = _ball_volume()
+    painted = np.zeros(vol.shape[:2], dtype=bool)
+    painted[18:30, 14:26] = True  # a square where the ball is round: kept exactly as painted
+    s = Session(vol, Slice2DEngine(model=FakeSam2D(), min_area_px=1, slice_step=4))
+    s.set_slice_mask(2, 17, painted, propagate=False)
+    s.add_point((24, 20, 15), axis=2, propagate=False)  # the walk starts here: 17 lies inside its first jump
+    order = [k for k, _ in s.propagate()]
+    assert 17 in order and 13 in order
+    np.testing.assert_array_equal(s.mask[:, :, 17].astype(bool), painted)
 
 
 def test_region_holds_every_changed_voxel() -> None:

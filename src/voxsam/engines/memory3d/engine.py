@@ -37,6 +37,10 @@ class Bank:
 
     axis: int
     memories: list[Any] = field(default_factory=list)
+    step: int = 1  # slices per walk step: memories sit at index / step, so decided neighbours are 1 apart
+
+    def position(self, k: int) -> float:
+        return k / self.step
 
 
 class Memory3DEngine(Slice2DEngine):
@@ -63,7 +67,7 @@ class Memory3DEngine(Slice2DEngine):
     ) -> Bank:
         """The bank's conditioning memories: the anchor, painted slices and, when editing, the old mask on the
         slices of the object's earlier 2D prompts on this axis (SAM2 keeps every prompted frame)."""
-        bank = Bank(axis)
+        bank = Bank(axis, step=self.slice_step(prepared, axis))
         view = prepared.view(axis)
         conditioning = {anchor: start, **locked}
         if old is not None:
@@ -76,7 +80,7 @@ class Memory3DEngine(Slice2DEngine):
                         conditioning[ref.index] = earlier
         for k, mask in conditioning.items():
             emb, geom = self.slices.embedding(prepared, axis, k)
-            bank.memories.append(self._memorize(emb, geom, mask, k, conditioning=True))
+            bank.memories.append(self._memorize(emb, geom, mask, bank.position(k), conditioning=True))
         return bank
 
     def _segment_next(
@@ -88,18 +92,19 @@ class Memory3DEngine(Slice2DEngine):
         from voxsam.models.memory3d import select_memories
 
         cfg = self.memory.config
-        chosen = select_memories(context.memories, k, cfg.max_bank, cfg.max_conditioning) if self.options.use_memory else []
+        here = context.position(k)
+        chosen = select_memories(context.memories, here, cfg.max_bank, cfg.max_conditioning) if self.options.use_memory else []
 
         def decode(emb: Any, **prompts: Any) -> Any:
-            return self.memory.decode(self.memory.condition(emb, chosen, k), **prompts)
+            return self.memory.decode(self.memory.condition(emb, chosen, here), **prompts)
 
         with torch.inference_mode():
             return self.slices.segment_with(prepared, axis, k, points, labels, box, mask_prompt, expand, decode=decode)
 
     def _accept(self, context: Any, k: int, result: SliceResult) -> None:
-        context.memories.append(self._memorize(result.embedding, result.geom, result.mask, k, conditioning=False))
+        context.memories.append(self._memorize(result.embedding, result.geom, result.mask, context.position(k), conditioning=False))
 
-    def _memorize(self, emb: Any, geom: SliceInput, display: np.ndarray, k: int, conditioning: bool) -> Any:
+    def _memorize(self, emb: Any, geom: SliceInput, display: np.ndarray, position: float, conditioning: bool) -> Any:
         """A memory of a decided slice from its display mask (as +-10 logits on the 256 grid, as in training)."""
         import torch
 
@@ -107,7 +112,7 @@ class Memory3DEngine(Slice2DEngine):
 
         grid = prompt_tensors(geom, mask=display)["mask_input"]  # (1, 1, 256, 256) binary on the model grid
         with torch.inference_mode():
-            return self.memory.memorize(emb, grid * 20.0 - 10.0, k, conditioning=conditioning)
+            return self.memory.memorize(emb, grid * 20.0 - 10.0, position, conditioning=conditioning)
 
 
 def load_memory_model(options: Memory3DOptions, sam2d: Any) -> Any:

@@ -30,6 +30,7 @@ import numpy as np
 
 from voxsam.engines.base import Capabilities, Engine, Prediction, ProgressFn, SliceAxisRule, acquisition_axis
 from voxsam.engines.options import validate_options
+from voxsam.engines.slice2d.interpolation import interpolate_masks
 from voxsam.engines.slice2d.options import Slice2DOptions
 from voxsam.engines.slice2d.slices import PreparedVolume, SliceModel, SliceResult, bbox_rc, dice2d, prepare_volume
 from voxsam.errors import PromptError
@@ -166,11 +167,18 @@ class Slice2DEngine(Engine):
         context: Any = None,
     ) -> Chain:
         """Slices start+step, start+2·step, ... each prompted by the one before, until the object ends
-        (or, when editing, until two consecutive slices agree with the old mask)."""
+        (or, when editing, until two consecutive slices agree with the old mask).
+
+        With `slice_step` n > 1 the walk decides every n-th slice (and every locked or prompted one) and
+        interpolates the shapes between; where a jump fails a stopping rule, it goes back to single slices
+        so the object ends where it would have ended."""
         o = self.options
         view = prepared.view(axis)
-        prev, agreeing, k = first, 0, start + step
-        while 0 <= k < prepared.shape[axis]:
+        stops = _visit_always(prompts, locked, axis)
+        stride = self.slice_step(prepared, axis)
+        prev, agreeing, here = first, 0, start
+        while 0 <= here + step < prepared.shape[axis]:
+            k = _next_visit(here, step, stride, prepared.shape[axis], stops)
             if k in locked:
                 current = locked[k]
             else:
@@ -188,15 +196,26 @@ class Slice2DEngine(Engine):
                     leak = float(np.mean((pixels >= band[0]) & (pixels <= band[1]))) < o.intensity_agreement
                 unsure = result.iou < o.stop_iou or (o.min_stability > 0 and result.stability < o.min_stability)
                 if not prompted and (area < max(1, o.min_area_px) or unsure or leak):
+                    if abs(k - here) > 1:
+                        stride = 1  # the object may end between: walk the rest slice by slice
+                        continue
                     return
                 self._accept(context, k, result)
+            gap = abs(k - here)
+            if gap > 1:
+                between = interpolate_masks(prev, current, [i / gap for i in range(1, gap)], view.spacing_rc)
+                for i, plane in enumerate(between, start=1):
+                    yield here + i * step, plane
             yield k, current
             if old is not None:
                 agreeing = agreeing + 1 if dice2d(current, view.take(old, k)) >= o.edit_agreement else 0
                 if agreeing >= 2:
                     return
-            prev, k = current, k + step
+            prev, here = current, k
 
+    def slice_step(self, prepared: PreparedVolume, axis: int) -> int:
+        """How many slices one propagation step advances on `axis` (`slice_step`: 1 decides every slice)."""
+        return int(self.options.slice_step)
 
     # ------------------------------------------------------------------ hooks (memory3d overrides them)
     def _chain_context(
@@ -269,6 +288,24 @@ def _interleave(chains: list[Chain]) -> Iterator[tuple[int, np.ndarray]]:
                 live.remove(chain)
             else:
                 yield item
+
+
+def _visit_always(prompts: PromptSet, locked: dict[int, np.ndarray], axis: int) -> set[int]:
+    """Slices a strided walk must not jump over: painted ones and those holding the user's clicks or boxes."""
+    stops = set(locked)
+    stops.update(int(round(p.ijk[axis])) for p in prompts.points)
+    stops.update(b.slice.index for b in prompts.boxes if b.slice is not None and b.slice.axis == axis)
+    return stops
+
+
+def _next_visit(here: int, step: int, stride: int, n: int, stops: set[int]) -> int:
+    """The next slice a walk from `here` decides: `stride` slices on in direction `step` (±1), no further than
+    the volume's last slice or the first slice in `stops` on the way."""
+    far = min(max(here + step * stride, 0), n - 1)
+    for k in range(here + step, far, step):
+        if k in stops:
+            return k
+    return far
 
 
 def _anchor_slice(prompts: PromptSet, change: Change | None, axis: int) -> int:

@@ -24,6 +24,7 @@ class Slice2DOptions(EngineOptions):
     min_area_px: int = Field(8, ge=0, description="the object has ended when a slice's mask has fewer pixels")
     max_area_ratio: float = Field(2.5, gt=1, allow_inf_nan=False, description="the object has ended (a leak) when a slice's area exceeds this multiple of the previous slice's")
     intensity_agreement: float = Field(0.6, ge=0, le=1, allow_inf_nan=False, description="the object has ended when fewer of a slice's mask pixels lie in the prompted slice's object intensity band (5th-95th percentile, widened by half its spread); 0 disables")
+    slice_step: int = Field(1, ge=1, le=16, description="decide every n-th slice of the walk (and every prompted or painted one) and interpolate the shapes between (signed distances); a failed jump walks on slice by slice, so objects end where they would; fewer encodings on thin slices")
     edit_agreement: float = Field(0.95, gt=0, le=1, allow_inf_nan=False, description="editing: a direction stops after two consecutive slices whose new mask has at least this Dice with the old one")
     cache_mb: int = Field(512, ge=16, description="memory for cached slice embeddings (float16, 2 MB each), least recently used dropped first")
     precision: Literal["float32", "bfloat16"] = Field("float32", description="encoder arithmetic (bfloat16 is fast only where the CPU has it natively)")

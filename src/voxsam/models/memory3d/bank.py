@@ -20,18 +20,19 @@ class Memory:
     Attributes:
         features: (B, D, n, n) memory features (LiteMedSAM preset: (B, 64, 64, 64)).
         pos: (1 or B, D, n, n) their 2D position encoding.
-        index: the slice's index along the propagation axis: an int, or a (B,) tensor when the batch
-            items come from different slices.
+        index: the slice's position along the propagation axis in slices (divided by the walk's step when the
+            engine decides every n-th slice, so consecutive decided slices are 1 apart as in training): a
+            number, or a (B,) tensor when the batch items come from different slices.
         conditioning: True for a prompted slice (SAM2's conditioning frame), False for a slice
             predicted through the memory.
     """
 
     features: Tensor
     pos: Tensor
-    index: int | Tensor
+    index: float | Tensor
     conditioning: bool = False
 
-    def offset(self, current: int | Tensor) -> Tensor:
+    def offset(self, current: float | Tensor) -> Tensor:
         """Signed offset ``index - current`` in slices, as a float tensor of shape (B,) or ().
 
         ``current`` may be an int or a (B,) tensor (one current slice per batch item).
@@ -45,14 +46,14 @@ class Memory:
         return Memory(self.features.detach(), self.pos.detach(), self.index, self.conditioning)
 
 
-def _distance(memory: Memory, current: int) -> float:
+def _distance(memory: Memory, current: float) -> float:
     idx = memory.index
     if isinstance(idx, Tensor):
         return float(idx.float().sub(current).abs().max())
     return float(abs(idx - current))
 
 
-def select_memories(bank: Sequence[Memory], current: int, max_recent: int = 6,
+def select_memories(bank: Sequence[Memory], current: float, max_recent: int = 6,
                     max_conditioning: int = 2) -> list[Memory]:
     """The memories that condition slice ``current``: SAM2's bank policy for a volume.
 

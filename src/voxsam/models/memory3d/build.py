@@ -88,7 +88,7 @@ class Memory3D(nn.Module):
         return embedding
 
     # ------------------------------------------------------------------ inference / training API
-    def condition(self, embedding: Tensor, bank: Sequence[Memory], index: int | Tensor = 0) -> Tensor:
+    def condition(self, embedding: Tensor, bank: Sequence[Memory], index: float | Tensor = 0) -> Tensor:
         """The current slice's embedding conditioned on the memory bank.
 
         Args:
@@ -129,7 +129,7 @@ class Memory3D(nn.Module):
                                 embedding_size=c.embedding_size, mask_size=c.mask_size, device=self.device)
         return decode_prompts(self.prompt_encoder, self.mask_decoder, prompts, multimask)
 
-    def memorize(self, embedding: Tensor, mask_logits: Tensor, index: int | Tensor,
+    def memorize(self, embedding: Tensor, mask_logits: Tensor, index: float | Tensor,
                  conditioning: bool = False) -> Memory:
         """A memory of a decided slice.
 

@@ -102,7 +102,7 @@ class MemoryAttention(nn.Module):
         self.conditioning_embed = nn.Parameter(torch.zeros(memory_dim))
         nn.init.trunc_normal_(self.conditioning_embed, std=0.02)
 
-    def memory_tokens(self, bank: Sequence[Memory], current: int | Tensor, batch: int) -> tuple[Tensor, Tensor]:
+    def memory_tokens(self, bank: Sequence[Memory], current: float | Tensor, batch: int) -> tuple[Tensor, Tensor]:
         """Key/value tokens of a bank.
 
         Args:
@@ -130,7 +130,7 @@ class MemoryAttention(nn.Module):
         pos_batch = max(p.shape[0] for p in poses)
         return torch.cat(tokens, dim=1), torch.cat([p.expand(pos_batch, -1, -1) for p in poses], dim=1)
 
-    def forward(self, embedding: Tensor, bank: Sequence[Memory], current: int | Tensor = 0) -> Tensor:
+    def forward(self, embedding: Tensor, bank: Sequence[Memory], current: float | Tensor = 0) -> Tensor:
         """The memory-conditioned embedding.
 
         Args:
