@@ -32,7 +32,7 @@ also needs ``../shared/data`` (skipped otherwise). One run measures:
   --quick) the
   engine's propagation from one box on the spleen with the exact and the fast encoders: 3D Dice of
   each result vs the exact one and vs the label;
-- in a fresh subprocess per precision (so that the peak RSS is the engine's own): a procedural CT
+- in a fresh subprocess per precision and `--slice-steps` value (so that the peak RSS is the engine's own): a procedural CT
   volume 256 x 256 x 120 with a contrast-filled tube 100 slices long inside a soft-tissue body; one 2D
   box on the middle slice, `Session(vol, "slice2d").propagate()`: seconds, slices visited, encoder
   calls; then an edit: `Session.set_mask` (the first pass's mask with one slice cleared) and a positive
@@ -315,7 +315,7 @@ def tube_volume(shape: tuple[int, int, int] = (256, 256, 120), depth: int | None
     return Volume(image, np.diag([0.8, 0.8, 2.0, 1.0]), modality="CT")
 
 
-def propagation_child(precision: str, threads: int, length: int, engine: str = "slice2d") -> dict[str, Any]:
+def propagation_child(precision: str, threads: int, length: int, engine: str = "slice2d", slice_step: int = 1) -> dict[str, Any]:
     """One box -> propagation over the tube; then set_mask + a click on one slice (all cached)."""
     from voxsam.session import Session
 
@@ -323,7 +323,7 @@ def propagation_child(precision: str, threads: int, length: int, engine: str = "
     vol = tube_volume(length=length)
     truth = vol.array > 150
     t0 = time.perf_counter()
-    s = Session(vol, engine, precision=precision)
+    s = Session(vol, engine, precision=precision, slice_step=slice_step)
     s.prepare()
     setup = time.perf_counter() - t0
     z = np.flatnonzero(truth.any(axis=(0, 1)))
@@ -348,7 +348,7 @@ def propagation_child(precision: str, threads: int, length: int, engine: str = "
     edit_visited = [k for k, _ in s.propagate()]
     edit = time.perf_counter() - t
     return {
-        "engine": engine, "precision": precision, "threads": threads, "object_slices": int(z.size),
+        "engine": engine, "precision": precision, "threads": threads, "slice_step": slice_step, "object_slices": int(z.size),
         "setup_s (engine + weights + fast encoder build is lazy)": round(setup, 2),
         "propagation_s": round(first, 2), "slices_visited": len(visited), "encoder_calls": calls_first,
         "s_per_100_slices": round(first * 100 / max(len(visited), 1), 2),
@@ -360,8 +360,9 @@ def propagation_child(precision: str, threads: int, length: int, engine: str = "
     }
 
 
-def propagation(precision: str, threads: int, length: int, engine: str = "slice2d") -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--_child", precision, "--threads", str(threads), "--length", str(length), "--engine", engine]
+def propagation(precision: str, threads: int, length: int, engine: str = "slice2d", slice_step: int = 1) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--_child", precision, "--threads", str(threads), "--length", str(length), "--engine", engine,
+           "--slice-steps", str(slice_step)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         return {"precision": precision, "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
@@ -427,11 +428,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decoder-only", action="store_true", help="only the decoder, edit steps and decoder agreement (no "
                     "encoder timings, propagation or fast-encoder agreement)")
     ap.add_argument("--no-edit", action="store_true", help="skip the in-process edit steps of slice2d and memory3d")
+    ap.add_argument("--slice-steps", default="1", help="engine option slice_step of the propagation runs, e.g. '1,3' "
+                    "(decide every n-th slice, interpolate between; one run each)")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    steps = [int(v) for v in args.slice_steps.split(",")]
 
     if args._child:
-        print(json.dumps(propagation_child(args._child, int(args.threads or 1), args.length, args.engine)))
+        print(json.dumps(propagation_child(args._child, int(args.threads or 1), args.length, args.engine, steps[0])))
         return 0
 
     quick = args.quick
@@ -446,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     # 1. the engine end to end, each precision in its own process (own peak RSS)
     if not args.no_propagation and not args.decoder_only:
         props = ["bfloat16" if bf16 else "float32"] if quick else (["float32", "bfloat16"] if bf16 else ["float32"])
-        result["propagation"] = [propagation(p, args.prop_threads, args.length, args.engine) for p in props]
+        result["propagation"] = [propagation(p, args.prop_threads, args.length, args.engine, n) for p in props for n in steps]
         for r in result["propagation"]:
             target = TARGETS["s_per_100_slices_bf16_native" if r.get("precision") == "bfloat16" else "s_per_100_slices_float32"]
             r["target_s_per_100_slices"] = target

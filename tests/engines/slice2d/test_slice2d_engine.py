@@ -165,6 +165,18 @@ def test_slice_step_decides_every_nth_slice_and_ends_where_the_object_ends() -> 
     assert dice > 0.95, dice
 
 
+def test_default_slice_step_follows_the_slice_spacing() -> None:
+    vol, _ = _ball_volume()
+    engine = _engine()
+    for spacing, want in ((0.625, 4), (1.0, 2), (1.25, 2), (2.0, 1), (2.5, 1), (3.0, 1), (5.0, 1)):
+        affine = np.diag([0.8, 0.8, spacing, 1.0])
+        prepared = engine.prepare(Volume(vol.array, affine, modality="MR"))
+        assert engine.slice_step(prepared, 2) == want, spacing
+        assert engine.slice_step(prepared, 0) == 3  # 0.8 mm rows
+    fixed = _engine(slice_step=1)
+    assert fixed.slice_step(fixed.prepare(Volume(vol.array, np.diag([1.0, 1.0, 0.5, 1.0]), modality="MR")), 2) == 1
+
+
 def test_slice_step_never_jumps_over_a_painted_or_prompted_slice() -> None:
     from voxsam.engines.slice2d.engine import _next_visit
 

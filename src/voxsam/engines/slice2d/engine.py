@@ -17,7 +17,9 @@ Editing (the object already has a mask, from this or any engine, or a file throu
   or mask), then each direction re-propagates from it and stops after two consecutive slices whose new
   mask agrees with the old one (Dice >= `edit_agreement`) or where the object ends; slices beyond keep
   their old mask. User-painted slices stay locked.
-Each slice is encoded once (cached per volume, memory-bounded) and only when propagation visits it.
+Each slice is encoded once (cached per volume, memory-bounded) and only when propagation visits it. On thin
+slices the walk decides every n-th slice (`slice_step`, default as many as fit in `step_mm`) and interpolates the
+shapes between; a jump that fails a stopping rule is retried slice by slice, so an object ends where it would.
 """
 from __future__ import annotations
 
@@ -214,8 +216,11 @@ class Slice2DEngine(Engine):
             prev, here = current, k
 
     def slice_step(self, prepared: PreparedVolume, axis: int) -> int:
-        """How many slices one propagation step advances on `axis` (`slice_step`: 1 decides every slice)."""
-        return int(self.options.slice_step)
+        """How many slices one propagation step advances on `axis`: `slice_step`, else as many as fit in `step_mm`."""
+        if self.options.slice_step is not None:
+            return int(self.options.slice_step)
+        spacing = float(np.linalg.norm(np.asarray(prepared.affine, dtype=np.float64)[:3, axis]))
+        return max(1, int(np.floor(self.options.step_mm / spacing + 1e-6)))
 
     # ------------------------------------------------------------------ hooks (memory3d overrides them)
     def _chain_context(
