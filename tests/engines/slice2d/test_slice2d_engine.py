@@ -165,6 +165,37 @@ def test_slice_step_decides_every_nth_slice_and_ends_where_the_object_ends() -> 
     assert dice > 0.95, dice
 
 
+def test_a_click_passes_over_masks_cut_by_their_box() -> None:
+    """A big object clicked once: small candidate boxes cut it (their masks reach the box border), so the
+    answer comes from a larger box that holds it, though the stand-in rates the tight boxes' masks higher."""
+    from voxsam.engines.slice2d.engine import _reaches_border
+
+    box = np.array([10.0, 10.0, 30.0, 30.0])
+    inside, cut = np.zeros((64, 64), bool), np.zeros((64, 64), bool)
+    inside[15:25, 14:26], cut[10:31, 12:20] = True, True
+    assert not _reaches_border(inside, box) and _reaches_border(cut, box)
+    assert not _reaches_border(cut, np.array([0.0, 0.0, 63.0, 63.0]))  # the slice's edges cut nothing
+    vol, ball = _ball_volume(shape=(80, 80, 30), centre=(40, 40, 15), radius=12.0)  # 24 mm across
+    engine = _engine(click_box_mm=(10.0, 20.0, 40.0))
+    truth = ball[:, :, 15]
+
+    def segment(prepared, axis, k, points, labels, box, mask=None):  # a model that prefers tight boxes
+        if box is None:
+            return np.zeros_like(truth), 0.99  # misses the click: never chosen
+        r0, c0, r1, c1 = (int(round(v)) for v in box)
+        out = np.zeros_like(truth)
+        out[r0 : r1 + 1, c0 : c1 + 1] = truth[r0 : r1 + 1, c0 : c1 + 1]
+        return out, 1.0 - (r1 - r0) / 400  # the smaller the box, the higher the predicted IoU (by < 0.1)
+
+    engine.slices.segment = segment  # type: ignore[method-assign]
+    prepared = engine.prepare(vol)
+    first = engine._from_clicks(prepared, 2, 15, np.array([[40.0, 40.0]]), np.array([1]))
+    np.testing.assert_array_equal(first, truth)  # the 40 mm box: the 10 and 20 mm ones cut the ball
+    engine.options = engine.options.model_copy(update={"click_grow_iou": 0.0})
+    kept = engine._from_clicks(prepared, 2, 15, np.array([[40.0, 40.0]]), np.array([1]))
+    assert kept.sum() < 0.5 * truth.sum()  # growing off: the tightest box's cut mask
+
+
 def test_default_slice_step_follows_the_slice_spacing() -> None:
     vol, _ = _ball_volume()
     engine = _engine()

@@ -137,22 +137,32 @@ class Slice2DEngine(Engine):
         return out
 
     def _from_clicks(self, prepared: PreparedVolume, axis: int, k: int, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """Clicks alone: the clicks, and the clicks with boxes of `click_box_mm` sizes around the positive ones;
-        the answer is the candidate with the best predicted IoU that holds every positive click and no negative
-        one (LiteMedSAM as released answers boxes far better than lone clicks)."""
+        """Clicks alone: the clicks, and the clicks with boxes of `click_box_mm` sizes around the positive ones
+        (LiteMedSAM as released answers boxes far better than lone clicks). Of the masks holding every positive
+        click and no negative one, the best predicted IoU wins; if its box cut the object (the mask reaches the
+        box's border: slice2d's IoU head still rates such masks well), larger boxes (`click_box_mm` and
+        `click_grow_mm`) are tried in turn and the first whose mask holds the clicks and is not cut replaces
+        it when its predicted IoU is at most `click_grow_iou` lower."""
+        o = self.options
         spacing = np.asarray(prepared.view(axis).spacing_rc)
         centre = points[labels == 1].mean(axis=0)
-        candidates: list[np.ndarray | None] = [None]
-        for size_mm in self.options.click_box_mm:
-            half = size_mm / 2 / spacing
-            candidates.append(_grow_to(np.concatenate([centre - half, centre + half]), points, labels))
-        best, best_score = np.zeros(prepared.view(axis).display_shape(prepared.shape), dtype=bool), -np.inf
-        for box in candidates:
+
+        def candidate(size_mm: float | None) -> tuple[np.ndarray | None, np.ndarray, float, bool]:
+            box = None if size_mm is None else _grow_to(np.concatenate([centre - size_mm / 2 / spacing, centre + size_mm / 2 / spacing]), points, labels)
             out, iou = self.slices.segment(prepared, axis, k, points, labels, box)
             rc = np.clip(np.round(points).astype(int), 0, np.array(out.shape) - 1)
-            hits = out[rc[:, 0], rc[:, 1]]
-            if np.all(hits == (labels == 1)) and iou > best_score:
-                best, best_score = out, iou
+            return box, out, iou, bool(np.all(out[rc[:, 0], rc[:, 1]] == (labels == 1)))
+
+        sizes: list[float | None] = [None, *sorted(o.click_box_mm)]
+        held = [(size, *c[:3]) for size in sizes for c in [candidate(size)] if c[3]]
+        if not held:
+            return np.zeros(prepared.view(axis).display_shape(prepared.shape), dtype=bool)
+        size, box, best, best_iou = max(held, key=lambda c: c[3])
+        if o.click_grow_iou > 0 and size is not None and box is not None and _reaches_border(best, box):
+            for larger in sorted({v for v in (*o.click_box_mm, *o.click_grow_mm) if v > size}):
+                grown, out, iou, holds = candidate(larger)  # decoded again if also in click_box_mm: ~35 ms
+                if holds and grown is not None and iou >= best_iou - o.click_grow_iou and not _reaches_border(out, grown):
+                    return out
         return best
 
     def _chain(
@@ -343,6 +353,18 @@ def _grow_to(box: np.ndarray | None, points: np.ndarray | None, labels: np.ndarr
     lo = np.minimum(box[:2], pos.min(axis=0) - margin)
     hi = np.maximum(box[2:], pos.max(axis=0) + margin)
     return np.concatenate([np.maximum(lo, 0), hi])
+
+
+def _reaches_border(mask: np.ndarray, box: np.ndarray, margin: float = 2.0) -> bool:
+    """Whether `mask` comes within `margin` pixels of a side of `box` (row0, col0, row1, col1) that lies inside
+    the slice (a side on the slice's edge cuts nothing)."""
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return False
+    h, w = mask.shape
+    r0, c0, r1, c1 = (float(v) for v in box)
+    return bool((r0 > 0.5 and rows.min() <= r0 + margin) or (c0 > 0.5 and cols.min() <= c0 + margin)
+                or (r1 < h - 1.5 and rows.max() >= r1 - margin) or (c1 < w - 1.5 and cols.max() >= c1 - margin))
 
 
 def _check_axis(prompts: PromptSet, axis: int, shape: tuple[int, int, int]) -> None:
