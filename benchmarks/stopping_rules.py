@@ -38,10 +38,10 @@ CASES = ",".join([*(f"hn_ct_openkbp/openkbp_pt0{i}0" for i in range(1, 6)),
                                                 "78NJ5YFQF72BGC8RO51C", "8ZG2TRZ81MAWHZPN9KKG"))])
 PAST_END = 8
 # the engines' defaults before the stability rule (2026-12-05), replayed for comparison
-PREVIOUS = {"slice2d": {"stop_iou": 0.55, "min_stability": 0.0, "intensity_agreement": 0.6},
-            "memory3d": {"stop_iou": 0.35, "min_stability": 0.0, "intensity_agreement": 0.6}}
+PREVIOUS = {"slice2d": {"stop_iou": 0.55, "min_stability": 0.0, "intensity_agreement": 0.6, "stability_grace": 0},
+            "memory3d": {"stop_iou": 0.35, "min_stability": 0.0, "intensity_agreement": 0.6, "stability_grace": 0}}
 GRID = {"stop_iou": [0.0, 0.2, 0.35, 0.45, 0.55, 0.6], "min_stability": [0.0, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85],
-        "intensity_agreement": [0.0, 0.4, 0.6, 0.7, 0.75, 0.8]}
+        "intensity_agreement": [0.0, 0.4, 0.6, 0.7, 0.75, 0.8], "stability_grace": [0, 1, 2, 3]}
 
 
 def trace(engines: list[str], cases: list[str], axis_override: int | None) -> list[dict[str, Any]]:
@@ -134,14 +134,15 @@ def _replay_one(r: dict[str, Any], rule: dict[str, float]) -> float:
     anchor = by_k[r["anchor"]]
     overlap, area = anchor["overlap"], anchor["area"]
     for step in (-1, 1):
-        prev, k = anchor, r["anchor"] + step
+        prev, k, decided = anchor, r["anchor"] + step, 0
         while k in by_k:
             s = by_k[k]
             leak = s["area"] > rule.get("max_area_ratio", 2.5) * max(prev["area"], 64) or s["agree"] < rule["intensity_agreement"]
-            unsure = s["iou"] < rule["stop_iou"] or (rule["min_stability"] > 0 and s["stability"] < rule["min_stability"])
+            judged = rule["min_stability"] > 0 and decided >= rule.get("stability_grace", 0)
+            unsure = s["iou"] < rule["stop_iou"] or (judged and s["stability"] < rule["min_stability"])
             if s["area"] < rule.get("min_area_px", 8) or unsure or leak:
                 break
-            overlap, area, prev, k = overlap + s["overlap"], area + s["area"], s, k + step
+            overlap, area, prev, k, decided = overlap + s["overlap"], area + s["area"], s, k + step, decided + 1
     return 2 * overlap / max(1, area + r["truth_voxels"])
 
 

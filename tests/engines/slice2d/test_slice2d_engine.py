@@ -42,14 +42,15 @@ def test_one_click_propagates_both_ways_until_the_object_ends() -> None:
 
 
 def test_unstable_masks_end_the_object() -> None:
-    """Masks whose logits never pass 1 (stability 0) end each direction after the prompted slice, unless
-    the stability rule is off."""
+    """Masks whose logits never pass 1 (stability 0) end each direction after the prompted slice - or after
+    `stability_grace` slices each way - unless the stability rule is off."""
     vol, ball = _ball_volume()
-    for min_stability, expect_more in ((0.7, False), (0.0, True)):
-        s = Session(vol, Slice2DEngine(model=FakeSam2D(logit=0.5), min_area_px=1, min_stability=min_stability))
+    for min_stability, grace, expect in ((0.7, 0, 1), (0.7, 2, 5), (0.0, 0, 15)):  # off: the ball's 15 thickest slices
+        engine = Slice2DEngine(model=FakeSam2D(logit=0.5), min_area_px=1, min_stability=min_stability, stability_grace=grace)
+        s = Session(vol, engine)
         s.add_point((24, 20, 15), axis=2, propagate=False)
         order = [k for k, _ in s.propagate()]
-        assert (len(order) > 1) is expect_more, order
+        assert len(order) == expect, (min_stability, grace, order)
 
 
 def test_stability_score() -> None:

@@ -10,7 +10,7 @@ Segmenting (no mask yet):
      and prompt their neighbours.
   3. A direction ends where the object ends: an empty mask, fewer than `min_area_px` pixels, a predicted
      IoU under `stop_iou`, a mask stability under `min_stability` (SAM's stability score: the model is
-     unsure where the edge is), an area jump over `max_area_ratio` or too few pixels in the prompted
+     unsure where the edge is; not judged on the first `stability_grace` slices), an area jump over `max_area_ratio` or too few pixels in the prompted
      slice's intensity band (`intensity_agreement`) (a leak).
 Editing (the object already has a mask, from this or any engine, or a file through `Session.set_mask`):
   the corrected slice is re-predicted (a painted mask replaces it; clicks are added to the old slice's box
@@ -188,7 +188,7 @@ class Slice2DEngine(Engine):
         view = prepared.view(axis)
         stops = _visit_always(prompts, locked, axis)
         stride = self.slice_step(prepared, axis)
-        prev, agreeing, here = first, 0, start
+        prev, agreeing, here, decided = first, 0, start, 0
         while 0 <= here + step < prepared.shape[axis]:
             k = _next_visit(here, step, stride, prepared.shape[axis], stops)
             if k in locked:
@@ -206,13 +206,15 @@ class Slice2DEngine(Engine):
                 if area and not leak and o.intensity_agreement > 0:
                     pixels = prepared.display(axis, k)[current]
                     leak = float(np.mean((pixels >= band[0]) & (pixels <= band[1]))) < o.intensity_agreement
-                unsure = result.iou < o.stop_iou or (o.min_stability > 0 and result.stability < o.min_stability)
+                judged = o.min_stability > 0 and decided >= o.stability_grace
+                unsure = result.iou < o.stop_iou or (judged and result.stability < o.min_stability)
                 if not prompted and (area < max(1, o.min_area_px) or unsure or leak):
                     if abs(k - here) > 1:
                         stride = 1  # the object may end between: walk the rest slice by slice
                         continue
                     return
                 self._accept(context, k, result)
+            decided += 1
             gap = abs(k - here)
             if gap > 1:
                 between = interpolate_masks(prev, current, [i / gap for i in range(1, gap)], view.spacing_rc)

@@ -23,6 +23,7 @@ class Slice2DOptions(EngineOptions):
     click_grow_mm: tuple[float, ...] = Field((60.0, 120.0), description="clicks alone: box sizes (mm) tried only when growing a cut mask (click_grow_iou)")
     stop_iou: float = Field(0.55, ge=0, le=1, allow_inf_nan=False, description="the object has ended when the predicted IoU of a slice falls below this")
     min_stability: float = Field(0.0, ge=0, le=1, allow_inf_nan=False, description="the object has ended when a slice's mask stability (pixels with logit > 1 over pixels with logit > -1, SAM's stability score) falls below this; 0 (default) disables: 0.75 helped on head-and-neck CT but cut left-atrium MRI walks short (docs/benchmarks.md)")
+    stability_grace: int = Field(2, ge=0, le=64, description="the stability rule judges a direction's propagated slices only after this many (next to the prompted slice the model is often unsure for a slice or two and then recovers)")
     min_area_px: int = Field(8, ge=0, description="the object has ended when a slice's mask has fewer pixels")
     max_area_ratio: float = Field(2.5, gt=1, allow_inf_nan=False, description="the object has ended (a leak) when a slice's area exceeds this multiple of the previous slice's")
     intensity_agreement: float = Field(0.6, ge=0, le=1, allow_inf_nan=False, description="the object has ended when fewer of a slice's mask pixels lie in the prompted slice's object intensity band (5th-95th percentile, widened by half its spread); 0 disables")
