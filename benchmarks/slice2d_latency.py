@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
             r["target_peak_rss_mb"] = TARGETS["peak_rss_mb"]
         result["load_after_propagation"] = load()
     if args.propagation_only:
-        print(json.dumps(result, indent=2))
+        emit_json(result, args.json)
         return 0
 
     model = load_model()

@@ -164,6 +164,15 @@ def test_slice_step_decides_every_nth_slice_and_ends_where_the_object_ends() -> 
     assert encodings[3] < 0.7 * encodings[1], encodings
     dice = 2 * (masks[3] & masks[1]).sum() / (masks[3].sum() + masks[1].sum())
     assert dice > 0.95, dice
+    # an edit of the mask walks every slice (local, on cached neighbours), whatever the step
+    engine = Slice2DEngine(model=FakeSam2D(), min_area_px=1, slice_step=3)
+    s = Session(vol, engine)
+    s.add_point((24, 20, 15), axis=2)
+    decided: list[int] = []
+    segment_with = engine.slices.segment_with
+    engine.slices.segment_with = lambda prep, ax, k, *a, **kw: (decided.append(k), segment_with(prep, ax, k, *a, **kw))[1]  # type: ignore[method-assign]
+    s.add_point((24, 20, 18), axis=2)
+    assert sorted(decided) == sorted(set(decided)) and {17, 19} <= set(decided) and not {15, 21} & set(decided), decided
 
 
 def test_a_click_passes_over_masks_cut_by_their_box() -> None:

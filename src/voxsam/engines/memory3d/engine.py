@@ -67,7 +67,7 @@ class Memory3DEngine(Slice2DEngine):
     ) -> Bank:
         """The bank's conditioning memories: the anchor, painted slices and, when editing, the old mask on the
         slices of the object's earlier 2D prompts on this axis (SAM2 keeps every prompted frame)."""
-        bank = Bank(axis, step=self.slice_step(prepared, axis))
+        bank = Bank(axis, step=1 if old is not None else self.slice_step(prepared, axis))  # as the walk's stride
         view = prepared.view(axis)
         conditioning = {anchor: start, **locked}
         if old is not None:

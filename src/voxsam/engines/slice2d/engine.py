@@ -181,13 +181,14 @@ class Slice2DEngine(Engine):
         """Slices start+step, start+2·step, ... each prompted by the one before, until the object ends
         (or, when editing, until two consecutive slices agree with the old mask).
 
-        With `slice_step` n > 1 the walk decides every n-th slice (and every locked or prompted one) and
+        Segmenting with `slice_step` n > 1 (edits always walk every slice: they stay local and reuse the
+        cached neighbours), the walk decides every n-th slice (and every locked or prompted one) and
         interpolates the shapes between; where a jump fails a stopping rule, it goes back to single slices
         so the object ends where it would have ended."""
         o = self.options
         view = prepared.view(axis)
         stops = _visit_always(prompts, locked, axis)
-        stride = self.slice_step(prepared, axis)
+        stride = 1 if old is not None else self.slice_step(prepared, axis)  # an edit stays local: every slice
         prev, agreeing, here, decided = first, 0, start, 0
         while 0 <= here + step < prepared.shape[axis]:
             k = _next_visit(here, step, stride, prepared.shape[axis], stops)
