@@ -17,6 +17,16 @@ def test_engines_lists_every_engine_with_options(capsys: pytest.CaptureFixture[s
         assert text in out
 
 
+def test_option_types_read_plainly() -> None:
+    from typing import Literal, Optional
+
+    from voxsam.engines.options import _type_text
+
+    assert _type_text(tuple[float, ...]) == "float, ..."
+    assert _type_text(Optional[int]) == "int | None"
+    assert _type_text(Literal["a", "b"]) == "choice"
+
+
 @pytest.fixture()
 def image(tmp_path: Path) -> Path:
     arr = np.zeros((30, 30, 20), np.float32)

@@ -59,6 +59,8 @@ def _type_text(annotation: Any) -> str:
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) is typing.Literal:
         return "choice"
+    if typing.get_origin(annotation) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return f"{_type_text(args[0])}, ..."  # a tuple of any length
     if args:
         return " | ".join(_type_text(a) for a in args)
     if annotation is type(None):
