@@ -18,8 +18,8 @@ from voxsam.io import read_volume
 from voxsam.training.load import build_config
 from voxsam.training.registry import get_family
 from voxsam.training.slice2d_family import Slice2DPromptSection, full_model
-from voxsam.training.slice2d_prompts import (engine_box, interior_pixels, jittered_box, largest_error_click,
-                                             noisy_mask, to_grid)
+from voxsam.training.slice2d_prompts import (click_box, engine_box, interior_pixels, jittered_box,
+                                             largest_error_click, noisy_mask, to_grid)
 from voxsam.training.trainer import train
 
 TINY = {"embed_dims": [8, 8, 8, 16], "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1], "prompt_embed_dim": 32,
@@ -95,6 +95,31 @@ def test_box_jitter_stays_within_its_bounds() -> None:
         box = jittered_box(mask, geom, np.random.default_rng(seed), (-5.0, 20.0), 64.0)
         grow = np.array([ref[0] - box[0], ref[1] - box[1], box[2] - ref[2], box[3] - ref[3]])
         assert (grow >= -5 - 1e-4).all() and (grow <= 20 + 1e-4).all()
+
+
+def test_click_box_is_the_engines_box_around_a_click_alone() -> None:
+    """A square of the drawn side in mm (anisotropic pixels), centred on an interior click, in input pixels
+    exactly as the engine's `prompt_tensors` places a click's candidate box; it may cut the object."""
+    from voxsam.engines.slice2d.slices import prompt_tensors
+
+    truth = _disk((120, 200), (60, 100), 40)
+    geom = SliceInput((120, 200), (154, 256))
+    spacing = (1.5, 0.75)
+    cfg = Slice2DPromptSection(click_box_mm=(10.0, 200.0))
+    sides, cut = [], 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        rc, box = click_box(truth, geom, rng, cfg, spacing)
+        assert truth[int(rc[0, 0]), int(rc[0, 1])]
+        rng = np.random.default_rng(seed)
+        interior_pixels(truth, rng, 1, cfg.interior, sampling=spacing)
+        side = float(np.exp(rng.uniform(np.log(10.0), np.log(200.0))))
+        half = side / 2 / np.array(spacing)
+        engine = prompt_tensors(geom, box_rc=np.concatenate([rc[0] - half, rc[0] + half]))["boxes"][0].numpy()
+        assert np.allclose(box, engine, atol=1e-4)
+        sides.append(side)
+        cut += int(side < 60)  # the disk is 80 px = 60 mm across columns
+    assert min(sides) < 30 and max(sides) > 100 and cut > 0
 
 
 def test_noisy_mask_differs_from_the_truth_and_overlaps_it() -> None:

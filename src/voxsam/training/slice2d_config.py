@@ -46,6 +46,10 @@ class Slice2DPromptSection(_Strict):
     p_mask: float = Field(default=0.25, ge=0)
     p_box_mask: float = Field(default=0.25, ge=0)
     p_points_mask: float = Field(default=0.15, ge=0)
+    p_click_box: float = Field(default=0.0, ge=0, description="One click and a square box of a random size around it "
+                               "(the engine's answer to a click alone); the target stays the whole object.")
+    click_box_mm: tuple[float, float] = Field(default=(15.0, 160.0), description="Side of click_box boxes: "
+                                              "log-uniform in this range (mm).")
     positives: tuple[int, int] = (1, 3)
     negatives: tuple[int, int] = (0, 2)
     interior: float = Field(default=0.5, ge=0, le=1, description="Clicks where the contour distance >= this x its max.")

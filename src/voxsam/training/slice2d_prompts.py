@@ -166,6 +166,20 @@ def largest_error_click(pred: np.ndarray, target: np.ndarray, valid: np.ndarray,
     return float(rc[1]), float(rc[0]), best[2]
 
 
+def click_box(truth: np.ndarray, geom: SliceInput, rng: np.random.Generator, cfg: Slice2DPromptSection,
+              spacing_rc: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """A click alone as the engine answers it: ((1, 2) display (row, col) of one interior click, (4,) float32
+    input-pixel box) - a square of side log-U(`click_box_mm`) mm centred on the click, clipped like the
+    engine's boxes. The box may cut the object: the IoU head then learns that its mask is not the object."""
+    rc = interior_pixels(truth, rng, 1, cfg.interior, sampling=spacing_rc)
+    lo_mm, hi_mm = cfg.click_box_mm
+    side = float(np.exp(rng.uniform(np.log(lo_mm), np.log(max(hi_mm, lo_mm)))))
+    half = side / 2 / np.asarray(spacing_rc, dtype=np.float64)
+    corners = geom.to_input(np.stack([rc[0] - half, rc[0] + half + 1]))
+    h, w = geom.resized
+    return rc, np.clip(corners.reshape(4), 0, [w, h, w, h]).astype(np.float32)
+
+
 def bbox_xy(mask: np.ndarray) -> np.ndarray | None:
     """(4,) float32 x0, y0, x1, y1 (exclusive) of a grid mask, or None when empty."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
@@ -175,7 +189,7 @@ def bbox_xy(mask: np.ndarray) -> np.ndarray | None:
 
 
 # ---------------------------------------------------------------------- one training sample
-KINDS = ("points", "box", "mask", "box_mask", "points_mask")
+KINDS = ("points", "box", "mask", "box_mask", "points_mask", "click_box")
 MAX_POINTS = 8  # initial clicks at most; padded with label -1 (the loss slices them back off)
 
 
@@ -192,6 +206,11 @@ def make_sample(cached: CachedSlice, rng: np.random.Generator, cfg: Slice2DPromp
     points = np.zeros((MAX_POINTS, 2), dtype=np.float32)
     labels = np.full(MAX_POINTS, -1, dtype=np.int64)
     n_points = 0
+    if kind == "click_box":
+        rc, click_box_xy = click_box(truth, geom, rng, cfg, cached.spacing_rc)
+        n_points = 1
+        points[:1] = geom.to_input(rc)
+        labels[:1] = 1
     if kind.startswith("points"):
         pos = interior_pixels(truth, rng, int(rng.integers(cfg.positives[0], cfg.positives[1] + 1)), cfg.interior,
                               sampling=cached.spacing_rc)
@@ -201,7 +220,9 @@ def make_sample(cached: CachedSlice, rng: np.random.Generator, cfg: Slice2DPromp
         points[:n_points] = geom.to_input(rc)
         labels[:n_points] = ([1] * len(pos) + [0] * len(neg))[:MAX_POINTS]
     box = np.zeros(4, dtype=np.float32)
-    if "box" in kind:
+    if kind == "click_box":
+        box = click_box_xy
+    elif "box" in kind:
         box = jittered_box(truth, geom, rng, cfg.box_jitter_px, cfg.box_jitter_ref_px)
     mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
     if "mask" in kind:

@@ -152,3 +152,31 @@ def test_slice_step_puts_decided_slices_one_apart_in_the_bank(litemedsam) -> Non
     assert all(p == k / 2 for k, p in decided)
     dice = 2 * (mask & organ).sum() / (mask.sum() + organ.sum())
     assert dice > 0.6, dice
+
+
+@pytest.mark.parametrize("prompt_decoder", ["memory", "slice2d"])
+def test_prompt_decoder_chooses_who_answers_the_prompted_slice(litemedsam, prompt_decoder) -> None:
+    """`prompt_decoder`: the prompted slice is decoded by memory3d's decoder or by slice2d's; the propagated
+    slices always by the memory model."""
+    from voxsam.engines.memory3d import Memory3DEngine
+    from voxsam.models.memory3d import build_memory3d
+
+    volume, _ = _organ()
+    prompts = PromptSet(boxes=(Box((20.0, 21.0, 6.0), (44.0, 39.0, 6.0), SliceRef(2, 6)),))
+    memory = build_memory3d("litemedsam_mem", sam2d=litemedsam, memory_pool=4)
+    engine = Memory3DEngine(model=litemedsam, memory=memory, prompt_decoder=prompt_decoder, min_stability=0.0)
+    calls = {"memory": 0, "slice2d": 0}
+
+    def counted(name, decode):
+        return lambda *a, **kw: (calls.__setitem__(name, calls[name] + 1), decode(*a, **kw))[1]
+
+    memory.decode = counted("memory", memory.decode)  # type: ignore[method-assign]
+    engine.slices.model = type("Counted", (), {"decode": staticmethod(counted("slice2d", litemedsam.decode)),
+                                               "__getattr__": lambda self, n: getattr(litemedsam, n)})()
+    order, _ = _run(engine, engine.prepare(volume), prompts)
+    assert len(order) >= 4
+    # every propagated slice (and the one past each end) goes through the memory model
+    if prompt_decoder == "slice2d":
+        assert calls["slice2d"] == 1 and calls["memory"] >= len(order) - 1
+    else:
+        assert calls["slice2d"] == 0 and calls["memory"] >= len(order)

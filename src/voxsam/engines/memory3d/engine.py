@@ -57,8 +57,9 @@ class Memory3DEngine(Slice2DEngine):
         super().__init__(options, model)
         self.options: Memory3DOptions = options
         self.memory = (memory if memory is not None else load_memory_model(options, self.slices.model)).float().eval()
-        # prompted slices too go through the memory model's decoder (with no memory), as in training
-        self.slices.decoder = lambda emb, **prompts: self.memory.decode(self.memory.condition(emb, [], 0), **prompts)
+        if options.prompt_decoder == "memory":
+            # prompted slices too go through the memory model's decoder (with no memory), as in training
+            self.slices.decoder = lambda emb, **prompts: self.memory.decode(self.memory.condition(emb, [], 0), **prompts)
 
     # ------------------------------------------------------------------ slice2d's hooks
     def _chain_context(

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field
 
@@ -17,4 +17,5 @@ class Memory3DOptions(Slice2DOptions):
     min_stability: float = Field(0.7, ge=0, le=1, allow_inf_nan=False, description="the object has ended when a slice's mask stability (pixels with logit > 1 over pixels with logit > -1) falls below this; 0 disables")
     intensity_agreement: float = Field(0.75, ge=0, le=1, allow_inf_nan=False, description="the object has ended when fewer of a slice's mask pixels lie in the prompted slice's object intensity band; 0 disables")
     click_grow_iou: float = Field(0.0, ge=0, le=1, allow_inf_nan=False, description="clicks alone: as slice2d's, off by default (memory3d's decoder, trained on MRI and CT boxes, ranks its candidates well; growing lost a left-atrium case)")
+    prompt_decoder: Literal["memory", "slice2d"] = Field("memory", description="which decoder answers the prompts of a slice with no memory yet (a click or box starting an object): memory3d's own, or slice2d's fine-tuned one (then the memory takes over from the next slice)")
     use_memory: bool = Field(True, description="condition propagated slices on the memory bank (false: the memory3d decoder alone, for comparison)")
