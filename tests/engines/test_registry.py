@@ -25,6 +25,8 @@ def test_text_values_are_converted_and_checked() -> None:
     assert (opts.method, opts.margin_mm, opts.cg_max_iter) == ("random_walker", 30.0, 7)  # type: ignore[attr-defined]
     sam = parse_options(engine_spec("sam3d"), {"precision": "none", "trust_checkpoint": "true", "checkpoint": "null"})
     assert sam.precision is None and sam.trust_checkpoint is True and sam.checkpoint is None  # type: ignore[attr-defined]
+    sliced = parse_options(engine_spec("slice2d"), {"click_box_mm": "20, 40,80", "ct_window": "-160,240"})
+    assert sliced.click_box_mm == (20.0, 40.0, 80.0) and sliced.ct_window == (-160.0, 240.0)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -37,6 +39,8 @@ def test_text_values_are_converted_and_checked() -> None:
         ("classic", {"checkpoint": "x.pt"}, "no option 'checkpoint'"),
         ("sam3d", {"precision": "fp16"}, "allowed: float32, int8, bfloat16"),
         ("sam3d", {"max_windows": "0"}, "max_windows"),
+        ("slice2d", {"ct_window": "240,-160"}, "ct_window"),
+        ("slice2d", {"ct_window": "40"}, "ct_window"),
         ("nosuch", {}, "unknown engine 'nosuch'; available: "),
     ],
 )

@@ -196,6 +196,31 @@ def test_cache_holds_the_engine_input_embeddings_and_resumes(tiny_msd: Path, tmp
     assert np.array_equal(a["emb"], b["emb"]) and np.array_equal(a["target"], b["target"])
 
 
+def test_ct_slices_are_encoded_under_the_configured_window(tiny_msd: Path, tmp_path: Path) -> None:
+    """CT cases are cached per CT window (the window names the folder): a new window encodes them again, with
+    the engine's input under that window."""
+    cfg = _cfg(tiny_msd, tmp_path)
+    raw = cfg.model_dump(mode="json")
+    raw["data"]["sources"][0]["modality"] = "CT"
+    fam = get_family("slice2d")
+    counts = []
+    for window in ([0.0, 500.0], [-100.0, 300.0]):
+        raw["data"]["ct_window"] = window
+        calls: list[str] = []
+        fam.dataset(build_config(raw), lambda i, n, what: calls.append(what))
+        counts.append(len(calls))
+        folders = {f.parent.name for f in (tmp_path / "cache").rglob("a*_*.npy")}
+        assert any(name.endswith(f"__ct{window[0]:g}_{window[1]:g}") for name in folders)
+    assert counts[0] == counts[1] > 0  # nothing reused across windows
+    f = next((tmp_path / "cache").rglob("*__ct-100_300/a*_*.npy"))
+    vol = read_volume(tiny_msd / "imagesTr" / f"{f.parent.name.split('__')[1]}.nii.gz")
+    vol.modality = "CT"
+    x, _ = model_input(prepare_volume(vol, 16, (-100.0, 300.0)), int(f.stem[1]), int(f.stem.split("_")[1]))
+    with torch.inference_mode():
+        ref = full_model(cfg).eval().encode(torch.from_numpy(x)[None])[0].half().numpy()
+    assert np.array_equal(np.load(f), ref)
+
+
 def test_samples_are_a_pure_function_of_seed_and_index(tiny_msd: Path, tmp_path: Path) -> None:
     cfg = _cfg(tiny_msd, tmp_path)
     data = get_family("slice2d").dataset(cfg)

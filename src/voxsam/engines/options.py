@@ -97,6 +97,10 @@ def parse_options(spec: EngineSpec, values: dict[str, Any]) -> EngineOptions:
     return validate_options(spec.name, spec.options, values)
 
 
+def _is_tuple(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is tuple or any(_is_tuple(a) for a in typing.get_args(annotation))
+
+
 def validate_options(engine: str, options: type[EngineOptions], values: dict[str, Any]) -> EngineOptions:
     """`parse_options` for an options class directly (engines validating their own keyword overrides)."""
     fields = options.model_fields
@@ -108,6 +112,8 @@ def validate_options(engine: str, options: type[EngineOptions], values: dict[str
     for key, value in values.items():
         if isinstance(value, str) and value.strip().lower() in ("none", "null") and _allows_none(fields[key].annotation):
             value = None
+        elif isinstance(value, str) and _is_tuple(fields[key].annotation):
+            value = tuple(v.strip() for v in value.split(",") if v.strip())  # "20,40,80" from a command line
         cleaned[key] = value
     try:
         return options(**cleaned)

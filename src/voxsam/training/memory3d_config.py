@@ -34,6 +34,8 @@ class Memory3DDataSection(_Strict):
     runs_per_target: int = Field(default=1, ge=1)
     overhang: int = Field(default=3, ge=0, description="A run may start this many slices beyond the object.")
     min_pixels: int = Field(default=20, ge=1)
+    ct_window: tuple[float, float] | None = Field(default=None, description="HU mapped to [0, 1] before encoding "
+                                                  "CT slices (default the engines' default; their ct_window must match).")
     plan_seed: int = 0
 
 

@@ -88,7 +88,7 @@ class Memory3DFamily:
         items = make_window_plan(surveys, weights, d.max_embeddings, d.run_slices, d.runs_per_target, d.overhang,
                                  d.min_pixels, d.plan_seed)
         folders, skipped = build_cache(items, d.cache_dir, f"litemedsam_{LITEMEDSAM.sha256[:12]}",
-                                       lambda: load_litemedsam().float().eval(), progress)
+                                       lambda: load_litemedsam().float().eval(), progress, d.ct_window)
         problems += skipped
         for p in problems:
             log.warning("skipped: %s", p)

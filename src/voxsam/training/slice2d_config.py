@@ -29,6 +29,8 @@ class Slice2DDataSection(_Strict):
     other_axes_delay: int = Field(default=2, ge=0, description="Other axes' slices are chosen after this many "
                                   "of the acquisition axis's (when the budget is short).")
     min_pixels: int = Field(default=20, ge=1, description="A slice is a target slice when the label has this many pixels.")
+    ct_window: tuple[float, float] | None = Field(default=None, description="HU mapped to [0, 1] before encoding "
+                                                  "CT slices (default the engines' default; their ct_window must match).")
     plan_seed: int = 0
 
     @field_validator("sources")

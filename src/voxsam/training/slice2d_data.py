@@ -281,13 +281,18 @@ def unpack(box: np.ndarray, bits: np.ndarray, shape: tuple[int, int]) -> np.ndar
 
 
 def build_cache(items: list[tuple[Target, int]], cache_dir: Path, encoder_id: str,
-                encoder: Callable[[], Any], progress: Progress | None = None) -> tuple[dict[str, Path], list[str]]:
+                encoder: Callable[[], Any], progress: Progress | None = None,
+                ct_window: tuple[float, float] | None = None) -> tuple[dict[str, Path], list[str]]:
     """Encode every planned slice not cached yet and write each case's masks file. Returns (case key -> its
     folder, problems of the cases skipped). `encoder()` gives the model (called only when something is
-    missing)."""
+    missing). CT cases are encoded under `ct_window` (HU; default the engine's `CT_WINDOW`), which is part of
+    their folder's name (a changed window never reuses embeddings)."""
     import torch
 
-    from voxsam.engines.slice2d.slices import model_input, prepare_volume
+    from voxsam.engines.slice2d.slices import CT_WINDOW, model_input, prepare_volume
+
+    window = tuple(float(v) for v in (ct_window or CT_WINDOW))
+    ct_suffix = f"__ct{window[0]:g}_{window[1]:g}"
 
     by_case: dict[str, list[tuple[Target, int]]] = {}
     for t, k in items:
@@ -301,17 +306,17 @@ def build_cache(items: list[tuple[Target, int]], cache_dir: Path, encoder_id: st
         case_items = sorted(by_case[key], key=lambda tk: (tk[0].label, tk[0].axis, tk[1]))
         slices = sorted({(t.axis, k) for t, k in case_items})
         plan = hashlib.sha1(json.dumps([(t.label, t.axis, k) for t, k in case_items]).encode()).hexdigest()[:12]
-        folder = cache_dir / encoder_id / key
+        case = case_items[0][0].survey.case
+        folder = cache_dir / encoder_id / (key + (ct_suffix if case.modality == "CT" else ""))
         masks_file = folder / f"masks_{plan}.npz"
         missing = [(a, k) for a, k in slices if not (folder / f"a{a}_{k:04d}.npy").is_file()]
         if not missing and masks_file.is_file():
             folders[key] = folder
             done += len(slices)
             continue
-        case = case_items[0][0].survey.case
         try:
             image, label = read_case(case)
-            prepared = prepare_volume(image, 16)
+            prepared = prepare_volume(image, 16, (window[0], window[1]))
         except VoxsamError as exc:
             problems.append(f"{case.source}/{case.case_id}: {exc}")
             done += len(slices)

@@ -208,7 +208,8 @@ class Slice2DFamily:
         else:
             spec = json.dumps([model_config(cfg).to_dict(), cfg.run.seed], sort_keys=True)
             encoder_id = f"random_{hashlib.sha1(spec.encode()).hexdigest()[:12]}"
-        folders, skipped = build_cache(items, d.cache_dir, encoder_id, lambda: full_model(cfg).eval(), progress)
+        folders, skipped = build_cache(items, d.cache_dir, encoder_id, lambda: full_model(cfg).eval(), progress,
+                                       d.ct_window)
         problems += skipped
         for p in problems:
             log.warning("skipped: %s", p)

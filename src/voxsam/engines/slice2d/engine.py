@@ -71,7 +71,7 @@ class Slice2DEngine(Engine):
 
     # ------------------------------------------------------------------ Engine API
     def prepare(self, volume: Volume, progress: ProgressFn | None = None) -> PreparedVolume:
-        prepared = prepare_volume(volume, self.options.cache_mb)
+        prepared = prepare_volume(volume, self.options.cache_mb, self.options.ct_window)
         if progress:
             progress(1.0, "intensity mapping ready; slices are encoded as propagation reaches them")
         return prepared

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from voxsam.engines.options import EngineOptions
 
@@ -31,5 +31,13 @@ class Slice2DOptions(EngineOptions):
     step_mm: float = Field(2.5, gt=0, le=50, allow_inf_nan=False, description="with slice_step unset, the walk advances floor(step_mm / slice spacing) slices (at least 1): every slice of 2.5 mm or thicker, every 4th of 0.625 mm (measured: docs/benchmarks.md)")
     edit_agreement: float = Field(0.95, gt=0, le=1, allow_inf_nan=False, description="editing: a direction stops after two consecutive slices whose new mask has at least this Dice with the old one")
     cache_mb: int = Field(512, ge=16, description="memory for cached slice embeddings (float16, 2 MB each), least recently used dropped first")
+    ct_window: tuple[float, float] = Field((-500.0, 1000.0), description="CT intensities (HU) mapped to [0, 1] before encoding (MRI: the volume's 0.5-99.5 percentiles)")
     precision: Literal["float32", "bfloat16"] = Field("float32", description="encoder arithmetic (bfloat16 is fast only where the CPU has it natively)")
     device: str = Field("cpu", description="torch device")
+
+    @field_validator("ct_window")
+    @classmethod
+    def _window_rises(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not v[0] < v[1]:
+            raise ValueError(f"the window's low end must be below its high end, got {v}")
+        return v

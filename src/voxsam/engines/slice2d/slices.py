@@ -74,8 +74,8 @@ class PreparedVolume:
         return self.views[axis]
 
 
-def prepare_volume(volume: Volume, cache_mb: int) -> PreparedVolume:
-    """Channel 0 as float32 and its [0, 1] mapping (CT window, or MRI percentiles of a voxel sample)."""
+def prepare_volume(volume: Volume, cache_mb: int, ct_window: tuple[float, float] = CT_WINDOW) -> PreparedVolume:
+    """Channel 0 as float32 and its [0, 1] mapping (CT: `ct_window` in HU, or MRI percentiles of a voxel sample)."""
     if min(volume.shape) < 1 or sum(n >= 2 for n in volume.shape) < 3:
         raise InvalidImageError(f"slice2d needs a 3D volume with at least 2 voxels along every axis, got shape {volume.shape}")
     source = volume.channel(0)
@@ -86,7 +86,7 @@ def prepare_volume(volume: Volume, cache_mb: int) -> PreparedVolume:
     sample = sample[np.isfinite(sample)]
     is_ct = volume.modality == "CT" or (volume.modality is None and sample.size > 0 and float(np.percentile(sample, 1)) < -500)
     if is_ct:
-        lo, hi = CT_WINDOW
+        lo, hi = ct_window
     else:
         nonzero = sample[sample != 0]
         pool = nonzero if nonzero.size else sample

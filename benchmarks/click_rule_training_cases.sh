@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# How the slice engines answer a click alone, chosen on *training-split* cases only (never the held-out ones):
+# one click (`center`) on 5 la_mri, 5 hn_ct_openkbp and 3 acdc_mri patients (both frames) of the training
+# splits, for a decoder file (default: the bundled one) under several click rules; each run in its own folder.
+#   bash benchmarks/click_rule_training_cases.sh OUT_DIR DECODER.pt|bundled [RUN ...]   (default: every RUN below)
+#   python benchmarks/compare_runs.py a=OUT_DIR/slice2d_la_default b=OUT_DIR/slice2d_la_argmax160 ...
+set -euo pipefail
+OUT=${1:?out dir}; DECODER=${2:?decoder file or "bundled"}; shift 2
+RUNS=("$@")
+D=${VOXSAM_SHARED_DATA:-$(dirname "$0")/../../shared/data}
+VOXSAM=${VOXSAM:-voxsam}
+LA=la_4498CA6DZWELOXCBRYRF,la_57SGAJMLCTCH92QUA0EE,la_5QFK2PMHNX7UALK52NNA,la_78NJ5YFQF72BGC8RO51C,la_8ZG2TRZ81MAWHZPN9KKG
+HN=openkbp_pt010,openkbp_pt020,openkbp_pt030,openkbp_pt040,openkbp_pt050
+ACDC='acdc_patient030_*,acdc_patient039_*,acdc_patient045_*'
+DEC=(); [ "$DECODER" != bundled ] && DEC=(--engine-option "decoder=$DECODER")
+run() {  # NAME ENGINE [engine options...] : the three datasets
+  local name=$1 engine=$2; shift 2
+  if [ ${#RUNS[@]} -gt 0 ] && [[ ! " ${RUNS[*]} " == *" ${engine}_$name "* ]]; then return; fi
+  local opts=("${DEC[@]}"); for o in "$@"; do opts+=(--engine-option "$o"); done
+  for set in "la la_mri $LA" "hn hn_ct_openkbp $HN" "acdc acdc_mri $ACDC"; do
+    read -r short data cases <<<"$set"
+    $VOXSAM eval "$D/$data" --cases "$cases" --engine "$engine" --protocol center --clicks 1 "${opts[@]}" \
+      --out "$OUT/${engine}_${short}_$name"
+  done
+}
+run default slice2d
+run argmax160 slice2d click_box_mm=20,40,80,160 click_grow_iou=0
+run grow160 slice2d click_box_mm=20,40,80,160
+run default memory3d
+run slice2dprompt memory3d prompt_decoder=slice2d
+run slice2dprompt160 memory3d prompt_decoder=slice2d click_box_mm=20,40,80,160
