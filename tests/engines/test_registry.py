@@ -27,6 +27,9 @@ def test_text_values_are_converted_and_checked() -> None:
     assert sam.precision is None and sam.trust_checkpoint is True and sam.checkpoint is None  # type: ignore[attr-defined]
     sliced = parse_options(engine_spec("slice2d"), {"click_box_mm": "20, 40,80", "ct_window": "-160,240"})
     assert sliced.click_box_mm == (20.0, 40.0, 80.0) and sliced.ct_window == (-160.0, 240.0)  # type: ignore[attr-defined]
+    from voxsam.models.sam2d.preprocess import CT_WINDOW
+
+    assert engine_spec("slice2d").options().ct_window == CT_WINDOW  # type: ignore[attr-defined]  # one default
 
 
 @pytest.mark.parametrize(

@@ -150,7 +150,7 @@ def test_preprocess_geometry_and_coordinates():
     assert geom.original_shape == (100, 50) and geom.resized_shape == (256, 128)
     assert np.all(image[:, :, 128:] == 0) and np.array_equal(image[0], image[2])
     assert 0.0 <= image.min() and image.max() <= 1.0
-    n = normalize_ct(np.array([[-600.0, -500.0, 250.0, 1000.0, 3000.0]]))
+    n = normalize_ct(np.array([[-600.0, -160.0, 40.0, 240.0, 3000.0]]))
     np.testing.assert_allclose(n, [[0.0, 0.0, 0.5, 1.0, 1.0]])
     xy = np.array([[10.0, 20.0], [49.0, 99.0]])
     np.testing.assert_allclose(slice_to_input_coords(xy, geom), xy * [128 / 50, 256 / 100], rtol=1e-6)

@@ -99,8 +99,8 @@ def test_editing_a_mask_from_elsewhere_relocks_and_stops_where_old_agrees() -> N
     s.add_point((24, 20, 15), axis=2)
     out = s.mask.astype(bool)
     assert out[:, :, 15].sum() > 0.9 * ball[:, :, 15].sum()
-    # the clicked slice tries the clicks alone and with 3 box sizes; then two agreeing slices per side stop it
-    assert len(model.decode_calls) - calls_before <= 4 + 2 + 2
+    # the clicked slice tries the clicks alone and with 4 box sizes; then two agreeing slices per side stop it
+    assert len(model.decode_calls) - calls_before <= 1 + len(s.engine.options.click_box_mm) + 2 + 2
     np.testing.assert_array_equal(out[:, :, :12], ball[:, :, :12])
 
 
@@ -186,7 +186,7 @@ def test_a_click_passes_over_masks_cut_by_their_box() -> None:
     assert not _reaches_border(inside, box) and _reaches_border(cut, box)
     assert not _reaches_border(cut, np.array([0.0, 0.0, 63.0, 63.0]))  # the slice's edges cut nothing
     vol, ball = _ball_volume(shape=(80, 80, 30), centre=(40, 40, 15), radius=12.0)  # 24 mm across
-    engine = _engine(click_box_mm=(10.0, 20.0, 40.0))
+    engine = _engine(click_box_mm=(10.0, 20.0, 40.0), click_grow_iou=0.1)
     truth = ball[:, :, 15]
 
     def segment(prepared, axis, k, points, labels, box, mask=None):  # a model that prefers tight boxes

@@ -1,7 +1,7 @@
 """One slice in, one 2D mask out: intensity rule, display orientation, physical aspect, embedding cache.
 
 A slice of array axis `axis` is turned to display orientation (`transforms.slices`), mapped to [0, 1]
-(CT: [-500, 1000] HU window; MRI: the volume's 0.5–99.5 percentiles), resized so that its longest side
+(CT: the [-160, 240] HU window by default; MRI: the volume's 0.5–99.5 percentiles), resized so that its longest side
 is 256 model pixels with its aspect ratio in millimetres (a 0.7 × 5 mm coronal pixel is not square),
 zero-padded to 256² and encoded once; the embedding is cached (float16, least recently used dropped
 first within a memory budget). Prompts are given in display pixels (row, column).
@@ -16,10 +16,10 @@ import numpy as np
 
 from voxsam.errors import InvalidImageError
 from voxsam.io.volume import Volume
+from voxsam.models.sam2d.preprocess import CT_WINDOW
 from voxsam.transforms.slices import SliceView, slice_view
 
 SIZE = 256
-CT_WINDOW = (-500.0, 1000.0)
 EMBEDDING_BYTES = 256 * 64 * 64 * 2  # one float16 embedding
 
 

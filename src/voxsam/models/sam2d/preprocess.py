@@ -43,8 +43,8 @@ import numpy as np
 
 from voxsam.errors import InvalidImageError
 
-#: default CT window, Hounsfield units (as RadSAM)
-CT_WINDOW: tuple[float, float] = (-500.0, 1000.0)
+#: default CT window, Hounsfield units (RadSAM used [-500, 1000]; LiteMedSAM saw soft-tissue windows)
+CT_WINDOW: tuple[float, float] = (-160.0, 240.0)  # W400 L40, the soft-tissue window of MedSAM's CT preprocessing
 #: default MRI clipping percentiles
 MRI_PERCENTILES: tuple[float, float] = (0.5, 99.5)
 #: LiteMedSAM input side
