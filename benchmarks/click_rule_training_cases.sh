@@ -3,7 +3,7 @@
 # one click (`center`) on 5 la_mri, 5 hn_ct_openkbp and 3 acdc_mri patients (both frames) of the training
 # splits, for a decoder file (default: the bundled one) under several click rules; each run in its own folder.
 #   bash benchmarks/click_rule_training_cases.sh OUT_DIR DECODER.pt|bundled [RUN ...]   (default: every RUN below)
-#   python benchmarks/compare_runs.py a=OUT_DIR/slice2d_la_default b=OUT_DIR/slice2d_la_argmax160 ...
+#   python benchmarks/compare_runs.py a=OUT_DIR/slice2d_hn_wide b=OUT_DIR/slice2d_hn_soft ...
 set -euo pipefail
 OUT=${1:?out dir}; DECODER=${2:?decoder file or "bundled"}; shift 2
 RUNS=("$@")
@@ -23,9 +23,14 @@ run() {  # NAME ENGINE [engine options...] : the three datasets
       --out "$OUT/${engine}_${short}_$name"
   done
 }
-run default slice2d
-run argmax160 slice2d click_box_mm=20,40,80,160 click_grow_iou=0
-run grow160 slice2d click_box_mm=20,40,80,160
-run default memory3d
-run slice2dprompt memory3d prompt_decoder=slice2d
-run slice2dprompt160 memory3d prompt_decoder=slice2d click_box_mm=20,40,80,160
+# CT window: RadSAM's [-500, 1000] HU ("wide") or LiteMedSAM's soft-tissue [-160, 240] ("soft"); MRI ignores it.
+# slice2d's rules of the time these ran are pinned (the stopping rule and click sizes changed after them).
+WIDE=ct_window=-500,1000; SOFT=ct_window=-160,240
+OLDSTOP=(stop_iou=0.55 min_stability=0 intensity_agreement=0.6); GROW=(click_box_mm=20,40,80 click_grow_iou=0.1)
+run wide slice2d $WIDE "${OLDSTOP[@]}" "${GROW[@]}"
+run soft slice2d $SOFT "${OLDSTOP[@]}" "${GROW[@]}"
+run soft_argmax160 slice2d $SOFT "${OLDSTOP[@]}" click_box_mm=20,40,80,160 click_grow_iou=0
+run defaults slice2d
+run wide memory3d $WIDE
+run soft memory3d $SOFT
+run soft_slice2dprompt memory3d $SOFT prompt_decoder=slice2d
