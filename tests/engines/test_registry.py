@@ -30,6 +30,8 @@ def test_text_values_are_converted_and_checked() -> None:
     from voxsam.models.sam2d.preprocess import CT_WINDOW
 
     assert engine_spec("slice2d").options().ct_window == CT_WINDOW  # type: ignore[attr-defined]  # one default
+    types = {i.name: i.type for i in describe_options(engine_spec("slice2d").options)}
+    assert types["ct_window"] == "float, float" and types["click_box_mm"] == "float, ..."
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,8 @@ def _type_text(annotation: Any) -> str:
         return "choice"
     if typing.get_origin(annotation) is tuple and len(args) == 2 and args[1] is Ellipsis:
         return f"{_type_text(args[0])}, ..."  # a tuple of any length
+    if typing.get_origin(annotation) is tuple:
+        return ", ".join(_type_text(a) for a in args)  # a fixed-length tuple
     if args:
         return " | ".join(_type_text(a) for a in args)
     if annotation is type(None):
