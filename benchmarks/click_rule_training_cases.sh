@@ -24,13 +24,15 @@ run() {  # NAME ENGINE [engine options...] : the three datasets
   done
 }
 # CT window: RadSAM's [-500, 1000] HU ("wide") or LiteMedSAM's soft-tissue [-160, 240] ("soft"); MRI ignores it.
-# slice2d's rules of the time these ran are pinned (the stopping rule and click sizes changed after them).
+# slice2d's rules of the time these ran are pinned (the stopping rule, click sizes and cross views came after them).
 WIDE=ct_window=-500,1000; SOFT=ct_window=-160,240
 OLDSTOP=(stop_iou=0.55 min_stability=0 intensity_agreement=0.6); GROW=(click_box_mm=20,40,80 click_grow_iou=0.1)
-run wide slice2d $WIDE "${OLDSTOP[@]}" "${GROW[@]}"
-run soft slice2d $SOFT "${OLDSTOP[@]}" "${GROW[@]}"
-run soft_argmax160 slice2d $SOFT "${OLDSTOP[@]}" click_box_mm=20,40,80,160 click_grow_iou=0
-run defaults slice2d
-run wide memory3d $WIDE
-run soft memory3d $SOFT
-run soft_slice2dprompt memory3d $SOFT prompt_decoder=slice2d
+run wide slice2d $WIDE "${OLDSTOP[@]}" "${GROW[@]}" cross_views=false
+run soft slice2d $SOFT "${OLDSTOP[@]}" "${GROW[@]}" cross_views=false
+run soft_argmax160 slice2d $SOFT "${OLDSTOP[@]}" click_box_mm=20,40,80,160 click_grow_iou=0 cross_views=false
+run defaults slice2d cross_views=false          # the defaults of 2026-12-05 (third session)
+run crossviews slice2d                          # the defaults now: the walk bounded by the two cross slices
+run wide memory3d $WIDE cross_views=false
+run soft memory3d $SOFT cross_views=false
+run soft_slice2dprompt memory3d $SOFT prompt_decoder=slice2d cross_views=false
+run soft_crossviews memory3d $SOFT

@@ -49,7 +49,7 @@ def trace(engines: list[str], cases: list[str], axis_override: int | None) -> li
 
     from voxsam.engines import create_engine
     from voxsam.engines.base import acquisition_axis
-    from voxsam.engines.slice2d.engine import _intensity_band
+    from voxsam.engines.slice2d.extent import intensity_band
     from voxsam.io import read_volume
     from voxsam.prompts import Box, PromptSet, SliceRef
 
@@ -101,7 +101,7 @@ def trace(engines: list[str], cases: list[str], axis_override: int | None) -> li
                     predicted = done.value.mask
                 finally:
                     engine.slices.segment_with = segment_with  # type: ignore[method-assign]
-                band = _intensity_band(prepared.display(axis, k0), view.take(predicted, k0))
+                band = intensity_band(prepared.display(axis, k0), view.take(predicted, k0))
                 slices = []
                 for k, iou, stability, mask in seen:
                     pixels = prepared.display(axis, k)[mask]

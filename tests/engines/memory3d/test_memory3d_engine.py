@@ -164,7 +164,7 @@ def test_prompt_decoder_chooses_who_answers_the_prompted_slice(litemedsam, promp
     volume, _ = _organ()
     prompts = PromptSet(boxes=(Box((20.0, 21.0, 6.0), (44.0, 39.0, 6.0), SliceRef(2, 6)),))
     memory = build_memory3d("litemedsam_mem", sam2d=litemedsam, memory_pool=4)
-    engine = Memory3DEngine(model=litemedsam, memory=memory, prompt_decoder=prompt_decoder, min_stability=0.0)
+    engine = Memory3DEngine(model=litemedsam, memory=memory, prompt_decoder=prompt_decoder, min_stability=0.0, cross_views=False)
     calls = {"memory": 0, "slice2d": 0}
 
     def counted(name, decode):

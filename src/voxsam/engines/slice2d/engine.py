@@ -32,9 +32,11 @@ import numpy as np
 
 from voxsam.engines.base import Capabilities, Engine, Prediction, ProgressFn, SliceAxisRule, acquisition_axis
 from voxsam.engines.options import validate_options
+from voxsam.engines.slice2d.extent import cross_view_extent, intensity_band
 from voxsam.engines.slice2d.interpolation import interpolate_masks
 from voxsam.engines.slice2d.options import Slice2DOptions
-from voxsam.engines.slice2d.slices import PreparedVolume, SliceModel, SliceResult, bbox_rc, dice2d, prepare_volume
+from voxsam.engines.slice2d.slices import (PreparedVolume, SliceModel, SliceResult, bbox_rc, dice2d, grow_box_to, prepare_volume,
+                                           reaches_border)
 from voxsam.errors import PromptError
 from voxsam.io.volume import Volume
 from voxsam.prompts import Box, Change, Point, PromptKind, PromptSet, SliceMask
@@ -102,9 +104,10 @@ class Slice2DEngine(Engine):
         lo = hi = anchor  # the slices written: outside them the mask is the previous one
         yield anchor, view.from_display(start)
         if start.any():
-            band = _intensity_band(prepared.display(axis, anchor), start)
+            band = intensity_band(prepared.display(axis, anchor), start)
             context = self._chain_context(prepared, axis, anchor, start, locked, prompts, old)
-            chains = [self._chain(prepared, axis, anchor, start, step, prompts, locked, old, band, context) for step in (-1, 1)]
+            bound = self._walk_bound(prepared, axis, anchor, start, prompts, locked, old)
+            chains = [self._chain(prepared, axis, anchor, start, step, prompts, locked, old, band, context, bound) for step in (-1, 1)]
             for k, m in _interleave(chains):
                 plane = view.from_display(m)
                 _write(mask, axis, k, plane)
@@ -124,7 +127,7 @@ class Slice2DEngine(Engine):
         mask_prompt = None
         if box is None and old_slice is not None and old_slice.any():
             # a click correcting an existing slice keeps its extent (grown to reach the clicks) as context
-            box = _grow_to(bbox_rc(old_slice), points, labels)
+            box = grow_box_to(bbox_rc(old_slice), points, labels)
             if self.options.propagation_prompt != "box":
                 mask_prompt = old_slice
         if box is None and points is None:
@@ -148,7 +151,7 @@ class Slice2DEngine(Engine):
         centre = points[labels == 1].mean(axis=0)
 
         def candidate(size_mm: float | None) -> tuple[np.ndarray | None, np.ndarray, float, bool]:
-            box = None if size_mm is None else _grow_to(np.concatenate([centre - size_mm / 2 / spacing, centre + size_mm / 2 / spacing]), points, labels)
+            box = None if size_mm is None else grow_box_to(np.concatenate([centre - size_mm / 2 / spacing, centre + size_mm / 2 / spacing]), points, labels)
             out, iou = self.slices.segment(prepared, axis, k, points, labels, box)
             rc = np.clip(np.round(points).astype(int), 0, np.array(out.shape) - 1)
             return box, out, iou, bool(np.all(out[rc[:, 0], rc[:, 1]] == (labels == 1)))
@@ -158,10 +161,10 @@ class Slice2DEngine(Engine):
         if not held:
             return np.zeros(prepared.view(axis).display_shape(prepared.shape), dtype=bool)
         size, box, best, best_iou = max(held, key=lambda c: c[3])
-        if o.click_grow_iou > 0 and size is not None and box is not None and _reaches_border(best, box):
+        if o.click_grow_iou > 0 and size is not None and box is not None and reaches_border(best, box):
             for larger in sorted({v for v in (*o.click_box_mm, *o.click_grow_mm) if v > size}):
                 grown, out, iou, holds = candidate(larger)  # decoded again if also in click_box_mm: ~35 ms
-                if holds and grown is not None and iou >= best_iou - o.click_grow_iou and not _reaches_border(out, grown):
+                if holds and grown is not None and iou >= best_iou - o.click_grow_iou and not reaches_border(out, grown):
                     return out
         return best
 
@@ -177,6 +180,7 @@ class Slice2DEngine(Engine):
         old: np.ndarray | None,
         band: tuple[float, float],
         context: Any = None,
+        bound: tuple[int, int] | None = None,
     ) -> Chain:
         """Slices start+step, start+2·step, ... each prompted by the one before, until the object ends
         (or, when editing, until two consecutive slices agree with the old mask).
@@ -184,7 +188,7 @@ class Slice2DEngine(Engine):
         Segmenting with `slice_step` n > 1 (edits always walk every slice: they stay local and reuse the
         cached neighbours), the walk decides every n-th slice (and every locked or prompted one) and
         interpolates the shapes between; where a jump fails a stopping rule, it goes back to single slices
-        so the object ends where it would have ended."""
+        so the object ends where it would have ended. A walk never decides a slice outside `bound`."""
         o = self.options
         view = prepared.view(axis)
         stops = _visit_always(prompts, locked, axis)
@@ -192,6 +196,11 @@ class Slice2DEngine(Engine):
         prev, agreeing, here, decided = first, 0, start, 0
         while 0 <= here + step < prepared.shape[axis]:
             k = _next_visit(here, step, stride, prepared.shape[axis], stops)
+            if bound is not None:
+                edge = bound[1] if step > 0 else bound[0]
+                if (edge - here) * step <= 0:
+                    return
+                k = min(k, edge) if step > 0 else max(k, edge)
             if k in locked:
                 current = locked[k]
             else:
@@ -227,6 +236,26 @@ class Slice2DEngine(Engine):
                 if agreeing >= 2:
                     return
             prev, here = current, k
+
+    def _walk_bound(
+        self, prepared: PreparedVolume, axis: int, anchor: int, start: np.ndarray, prompts: PromptSet,
+        locked: dict[int, np.ndarray], old: np.ndarray | None,
+    ) -> tuple[int, int] | None:
+        """A new object's last slices each way (`cross_views`): its extent in the two slices across the first
+        mask, `cross_view_margin` slices wider, and never short of a prompted or painted slice; None to walk on
+        until the stopping rules end it (edits, or the option off, or neither view holding the object)."""
+        if not self.options.cross_views or old is not None:
+            return None
+
+        def click(across: int, k: int, rc: np.ndarray) -> np.ndarray:
+            return self._from_clicks(prepared, across, k, rc, np.ones(len(rc), dtype=np.int64))
+
+        span = cross_view_extent(prepared, axis, anchor, prepared.view(axis).from_display(start), click)
+        if span is None:
+            return None
+        margin = self.options.cross_view_margin
+        keep = _visit_always(prompts, locked, axis) | {anchor}
+        return min(span[0] - margin, *keep), max(span[1] + margin, *keep)
 
     def slice_step(self, prepared: PreparedVolume, axis: int) -> int:
         """How many slices one propagation step advances on `axis`: `slice_step`, else as many as fit in `step_mm`."""
@@ -338,36 +367,6 @@ def _anchor_slice(prompts: PromptSet, change: Change | None, axis: int) -> int:
     if isinstance(last, Box):
         return int(round(last.lo[axis]))
     return int(round(last.ijk[axis]))
-
-
-def _intensity_band(image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    """The intensities of the prompted slice's object: its 5th-95th percentiles widened by half their spread."""
-    pixels = image[mask]
-    lo, hi = (float(v) for v in np.percentile(pixels, [5, 95]))
-    pad = 0.5 * (hi - lo) + 1e-6 * max(abs(lo), abs(hi), 1.0)
-    return lo - pad, hi + pad
-
-
-def _grow_to(box: np.ndarray | None, points: np.ndarray | None, labels: np.ndarray | None, margin: float = 3.0) -> np.ndarray | None:
-    """A (row0, col0, row1, col1) box grown to hold the positive clicks with a margin (display pixels)."""
-    if box is None or points is None or labels is None or not labels.any():
-        return box
-    pos = points[labels == 1]
-    lo = np.minimum(box[:2], pos.min(axis=0) - margin)
-    hi = np.maximum(box[2:], pos.max(axis=0) + margin)
-    return np.concatenate([np.maximum(lo, 0), hi])
-
-
-def _reaches_border(mask: np.ndarray, box: np.ndarray, margin: float = 2.0) -> bool:
-    """Whether `mask` comes within `margin` pixels of a side of `box` (row0, col0, row1, col1) that lies inside
-    the slice (a side on the slice's edge cuts nothing)."""
-    rows, cols = np.nonzero(mask)
-    if rows.size == 0:
-        return False
-    h, w = mask.shape
-    r0, c0, r1, c1 = (float(v) for v in box)
-    return bool((r0 > 0.5 and rows.min() <= r0 + margin) or (c0 > 0.5 and cols.min() <= c0 + margin)
-                or (r1 < h - 1.5 and rows.max() >= r1 - margin) or (c1 < w - 1.5 and cols.max() >= c1 - margin))
 
 
 def _check_axis(prompts: PromptSet, axis: int, shape: tuple[int, int, int]) -> None:

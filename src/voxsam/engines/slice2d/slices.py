@@ -299,3 +299,25 @@ def bbox_rc(mask: np.ndarray) -> np.ndarray | None:
 def dice2d(a: np.ndarray, b: np.ndarray) -> float:
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def grow_box_to(box: np.ndarray | None, points: np.ndarray | None, labels: np.ndarray | None, margin: float = 3.0) -> np.ndarray | None:
+    """A (row0, col0, row1, col1) box grown to hold the positive clicks with a margin (display pixels)."""
+    if box is None or points is None or labels is None or not labels.any():
+        return box
+    pos = points[labels == 1]
+    lo = np.minimum(box[:2], pos.min(axis=0) - margin)
+    hi = np.maximum(box[2:], pos.max(axis=0) + margin)
+    return np.concatenate([np.maximum(lo, 0), hi])
+
+
+def reaches_border(mask: np.ndarray, box: np.ndarray, margin: float = 2.0) -> bool:
+    """Whether `mask` comes within `margin` pixels of a side of `box` (row0, col0, row1, col1) that lies inside
+    the slice (a side on the slice's edge cuts nothing)."""
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return False
+    h, w = mask.shape
+    r0, c0, r1, c1 = (float(v) for v in box)
+    return bool((r0 > 0.5 and rows.min() <= r0 + margin) or (c0 > 0.5 and cols.min() <= c0 + margin)
+                or (r1 < h - 1.5 and rows.max() >= r1 - margin) or (c1 < w - 1.5 and cols.max() >= c1 - margin))
