@@ -15,6 +15,13 @@ from voxsam.io.volume import Volume  # noqa: E402
 from voxsam.session import Session  # noqa: E402
 
 
+def test_run_through() -> None:
+    from voxsam.engines.slice2d.extent import _run_through
+
+    line = np.array([0, 1, 1, 1, 0, 1, 1], bool)
+    assert [_run_through(line, i) for i in range(7)] == [0, 3, 3, 3, 0, 2, 2]
+
+
 def test_deepest_point_lies_inside_a_concave_mask() -> None:
     u = np.zeros((30, 30), bool)
     u[5:25, 5:10] = u[5:25, 20:25] = u[20:25, 5:25] = True  # a U: its bounding box's centre is outside it
@@ -42,6 +49,13 @@ def test_cross_view_extent_is_the_part_holding_the_centre() -> None:
     span = cross_view_extent(prepared, 2, 10, truth[:, :, 10], segment)
     assert span == (6, 14)
     assert sorted(a for a, _ in calls) == [0, 1] and {k for _, k in calls} <= {14, 15, 12, 13}  # through the centre
+    # a cross view that found something narrower (or wider) than the first mask on their shared line is not the
+    # object: it is passed over (here both are, so there is no bound)
+    thin = np.zeros(vol.shape, bool)
+    thin[14:16, 12:14, 2:28] = True  # a thread through the centre: 2 voxels wide where the first mask has 10
+    segment, _ = _truth_segmenter(prepared, thin)
+    assert cross_view_extent(prepared, 2, 10, truth[:, :, 10], segment) is None
+    assert cross_view_extent(prepared, 2, 10, truth[:, :, 10], segment, agreement=0.1) == (2, 27)
     # a cross slice that misses the object (empty) is passed over; none holding it gives no bound
     assert cross_view_extent(prepared, 2, 10, truth[:, :, 10], lambda a, k, rc: np.zeros(prepared.view(a).display_shape(vol.shape), bool)) is None
 

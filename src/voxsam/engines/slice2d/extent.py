@@ -28,7 +28,8 @@ def deepest_point(plane: np.ndarray) -> tuple[int, int]:
 
 
 def cross_view_extent(
-    prepared: PreparedVolume, axis: int, anchor: int, plane: np.ndarray, segment_click: ClickSegmenter
+    prepared: PreparedVolume, axis: int, anchor: int, plane: np.ndarray, segment_click: ClickSegmenter,
+    agreement: float = 0.5,
 ) -> tuple[int, int] | None:
     """The slices of `axis` the object covers in the two slices across it, or None when neither view holds it.
 
@@ -37,9 +38,12 @@ def cross_view_extent(
         axis: the walk's slice axis; anchor: the first decided slice.
         plane: that slice's mask in volume order (the (X, Y, Z) array without `axis`), not empty.
         segment_click: segments one slice of another axis from one positive click.
+        agreement: a cross view counts only where it agrees with `plane` on the line both slices share: the
+            object's width there, through the point, within this ratio of `plane`'s (a view that found another,
+            smaller or larger thing says nothing about where this one ends).
     Returns:
-        (first, last) slice indices along `axis`: the union, over the two orthogonal slices through the mask's
-        deepest point, of the connected part of their mask that holds that point.
+        (first, last) slice indices along `axis`: the union, over the agreeing orthogonal slices through the
+        mask's deepest point, of the connected part of their mask that holds that point.
     """
     from scipy import ndimage
 
@@ -57,11 +61,26 @@ def cross_view_extent(
         if part == 0:
             continue
         lengthwise = [a for a in range(3) if a != across].index(axis)
-        covered = np.flatnonzero((parts == part).any(axis=1 - lengthwise))
+        component = parts == part
+        shared = [a for a in range(3) if a not in (axis, across)][0]
+        width_here = _run_through(np.take(component, anchor, axis=lengthwise), point[shared])
+        width_start = _run_through(np.take(plane, point[across], axis=[a for a in range(3) if a != axis].index(across)), point[shared])
+        if not agreement * width_start <= width_here <= width_start / agreement:
+            continue
+        covered = np.flatnonzero(component.any(axis=1 - lengthwise))
         spans.append((int(covered[0]), int(covered[-1])))
     if not spans:
         return None
     return min(s[0] for s in spans), max(s[1] for s in spans)
+
+
+def _run_through(line: np.ndarray, at: int) -> int:
+    """Length of the run of True in a 1D mask that holds index `at` (0 when `at` is False)."""
+    if not line[at]:
+        return 0
+    off = np.flatnonzero(~line)
+    before, after = off[off < at], off[off > at]
+    return int((after[0] if after.size else line.size) - (before[-1] + 1 if before.size else 0))
 
 
 def intensity_band(image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
