@@ -5,8 +5,8 @@
 The trace (`benchmarks/stopping_rules.py --engines slice2d --trace ...`: training-split cases only, a box on each
 target's largest slice, every stopping rule off) holds each visited slice's area, overlap with the truth and
 stopping signals. Here the two slices across the prompted one are segmented from one click at the deepest point
-of the prompted slice's *true* mask (what the engine does with its predicted mask), with the engine's click rule
-and bundled weights; each direction is then truncated by the engine's default stopping rules and by the cross-view
+of the prompted slice's *true* mask (what the engine does with its predicted mask), with the engine's click rule,
+its longer boxes where a box cut the object lengthwise, and the bundled weights; each direction is then truncated by the engine's default stopping rules and by the cross-view
 extent widened by 0-3 slices, and the 3D Dice is averaged per dataset.
 """
 from __future__ import annotations
@@ -51,10 +51,10 @@ def main() -> None:
         labels, prepared = loaded[key]
         truth, axis, anchor = labels == r["label"], r["axis"], r["anchor"]
 
-        def click(across: int, k: int, rc: np.ndarray, prepared: Any = prepared) -> np.ndarray:
-            return engine._from_clicks(prepared, across, k, rc, np.ones(len(rc), dtype=np.int64))
-
-        span = cross_view_extent(prepared, axis, anchor, np.take(truth, anchor, axis=axis), click)
+        one = np.ones(1, dtype=np.int64)
+        span = cross_view_extent(prepared, axis, anchor, np.take(truth, anchor, axis=axis),
+                                 lambda a, k, rc, p=prepared: engine._from_clicks(p, a, k, rc, one),
+                                 lambda a, k, rc, box, p=prepared: engine.slices.segment(p, a, k, rc, one, box)[0])
         covered = np.flatnonzero(truth.any(axis=tuple(a for a in range(3) if a != axis)))
         row = {"dataset": r["dataset"], "case": r["case"], "label": r["label"], "truth_span": [int(covered[0]), int(covered[-1])],
                "cross_view_span": list(span) if span else None, "rules": _replay_one(r, rule)}

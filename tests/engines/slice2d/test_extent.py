@@ -35,7 +35,7 @@ def _truth_segmenter(prepared, truth):
 
     def segment(axis: int, k: int, rc: np.ndarray) -> np.ndarray:
         calls.append((axis, k))
-        return prepared.view(axis).take(truth, k)
+        return prepared.view(axis).take(truth, k), None
     return segment, calls
 
 
@@ -57,7 +57,7 @@ def test_cross_view_extent_is_the_part_holding_the_centre() -> None:
     assert cross_view_extent(prepared, 2, 10, truth[:, :, 10], segment) is None
     assert cross_view_extent(prepared, 2, 10, truth[:, :, 10], segment, agreement=0.1) == (2, 27)
     # a cross slice that misses the object (empty) is passed over; none holding it gives no bound
-    assert cross_view_extent(prepared, 2, 10, truth[:, :, 10], lambda a, k, rc: np.zeros(prepared.view(a).display_shape(vol.shape), bool)) is None
+    assert cross_view_extent(prepared, 2, 10, truth[:, :, 10], lambda a, k, rc: (np.zeros(prepared.view(a).display_shape(vol.shape), bool), None)) is None
 
 
 def _bounded(monkeypatch, span):
@@ -102,3 +102,22 @@ def test_cross_views_cost_two_encodings_and_bound_the_ball() -> None:
     z = np.flatnonzero(ball.any(axis=(0, 1)))
     assert z.min() <= order[0] <= z.min() + 1 and z.max() - 1 <= order[-1] <= z.max()  # the stand-in loses 1-voxel tips
     assert model.encode_calls == len(order) + 2  # the walked slices and the two cross slices (no slice past the ends)
+
+
+def test_a_side_the_framing_box_cuts_stays_open() -> None:
+    """A long object seen through a box shorter than it: the view cannot say where it ends on that side."""
+    from voxsam.engines.slice2d.slices import bbox_rc
+
+    vol = Volume(np.zeros((40, 36, 30), np.float32), np.diag([1.0, 1.0, 2.0, 1.0]), modality="MR")
+    prepared = prepare_volume(vol, 64)
+    truth = np.zeros(vol.shape, bool)
+    truth[10:20, 8:18, 6:15] = True
+    frame = np.zeros(vol.shape, bool)
+    frame[:, :, 4:12] = True  # the box frames slices 4..11: the object's top (12..14) lies beyond it
+
+    def segment(axis: int, k: int, rc: np.ndarray):
+        view = prepared.view(axis)
+        framed = view.take(frame, k)
+        return view.take(truth, k) & framed, bbox_rc(framed)
+
+    assert cross_view_extent(prepared, 2, 10, truth[:, :, 10], segment) == (6, 29)

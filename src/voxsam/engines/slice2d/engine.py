@@ -11,7 +11,8 @@ Segmenting (no mask yet):
   3. A direction ends where the object ends: an empty mask, fewer than `min_area_px` pixels, a predicted
      IoU under `stop_iou`, a mask stability under `min_stability` (SAM's stability score: the model is
      unsure where the edge is; not judged on the first `stability_grace` slices), an area jump over `max_area_ratio` or too few pixels in the prompted
-     slice's intensity band (`intensity_agreement`) (a leak).
+     slice's intensity band (`intensity_agreement`) (a leak); and never beyond the object's extent in the two
+     slices across the first mask (`cross_views`, `extent.py`).
 Editing (the object already has a mask, from this or any engine, or a file through `Session.set_mask`):
   the corrected slice is re-predicted (a painted mask replaces it; clicks are added to the old slice's box
   or mask), then each direction re-propagates from it and stops after two consecutive slices whose new
@@ -135,17 +136,17 @@ class Slice2DEngine(Engine):
         if box is None and labels is not None and not labels.any():
             raise PromptError("negative clicks alone cannot start an object; add a positive click or a box")
         if box is None and points is not None and labels is not None:
-            return self._from_clicks(prepared, axis, k, points, labels)
+            return self._from_clicks(prepared, axis, k, points, labels)[0]
         out, _ = self.slices.segment(prepared, axis, k, points, labels, box, mask_prompt)
         return out
 
-    def _from_clicks(self, prepared: PreparedVolume, axis: int, k: int, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    def _from_clicks(self, prepared: PreparedVolume, axis: int, k: int, points: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Clicks alone: the clicks, and the clicks with boxes of `click_box_mm` sizes around the positive ones
         (LiteMedSAM as released answers boxes far better than lone clicks). Of the masks holding every positive
         click and no negative one, the best predicted IoU wins; if its box cut the object (the mask reaches the
         box's border: slice2d's IoU head still rates such masks well), larger boxes (`click_box_mm` and
         `click_grow_mm`) are tried in turn and the first whose mask holds the clicks and is not cut replaces
-        it when its predicted IoU is at most `click_grow_iou` lower."""
+        it when its predicted IoU is at most `click_grow_iou` lower. Returns the mask and the box it came from."""
         o = self.options
         spacing = np.asarray(prepared.view(axis).spacing_rc)
         centre = points[labels == 1].mean(axis=0)
@@ -159,14 +160,14 @@ class Slice2DEngine(Engine):
         sizes: list[float | None] = [None, *sorted(o.click_box_mm)]
         held = [(size, *c[:3]) for size in sizes for c in [candidate(size)] if c[3]]
         if not held:
-            return np.zeros(prepared.view(axis).display_shape(prepared.shape), dtype=bool)
+            return np.zeros(prepared.view(axis).display_shape(prepared.shape), dtype=bool), None
         size, box, best, best_iou = max(held, key=lambda c: c[3])
         if o.click_grow_iou > 0 and size is not None and box is not None and reaches_border(best, box):
             for larger in sorted({v for v in (*o.click_box_mm, *o.click_grow_mm) if v > size}):
                 grown, out, iou, holds = candidate(larger)  # decoded again if also in click_box_mm: ~35 ms
                 if holds and grown is not None and iou >= best_iou - o.click_grow_iou and not reaches_border(out, grown):
-                    return out
-        return best
+                    return out, grown
+        return best, box
 
     def _chain(
         self,
@@ -247,10 +248,10 @@ class Slice2DEngine(Engine):
         if not self.options.cross_views or old is not None:
             return None
 
-        def click(across: int, k: int, rc: np.ndarray) -> np.ndarray:
-            return self._from_clicks(prepared, across, k, rc, np.ones(len(rc), dtype=np.int64))
-
-        span = cross_view_extent(prepared, axis, anchor, prepared.view(axis).from_display(start), click)
+        one = np.ones(1, dtype=np.int64)
+        span = cross_view_extent(prepared, axis, anchor, prepared.view(axis).from_display(start),
+                                 lambda a, k, rc: self._from_clicks(prepared, a, k, rc, one),
+                                 lambda a, k, rc, box: self.slices.segment(prepared, a, k, rc, one, box)[0])
         if span is None:
             return None
         margin = self.options.cross_view_margin
