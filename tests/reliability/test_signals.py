@@ -18,9 +18,12 @@ from voxsam.io import Volume, read_volume, write_volume
 REPO = Path(__file__).resolve().parents[2]
 
 # A child that converts a volume and blocks after the temporary file is complete but before the rename,
-# touching `flag` so the parent knows the write is in progress.
+# touching `flag` so the parent knows the write is in progress. It answers Ctrl-C as a terminal's foreground
+# process does even when the tests run in the background (a non-interactive shell starts background jobs with
+# SIGINT ignored, and Python then keeps it ignored).
 CHILD = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import voxsam.io as io
 flag = sys.argv[1]
 real = io._write_array
