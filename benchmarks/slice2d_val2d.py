@@ -51,7 +51,7 @@ for cid in VAL:
             emb, geom = next(iter(models.values())).embedding(prep, axis, k)
             store[key] = (emb.half(), geom)
             dirty = True
-        prep.embeddings[(axis, k)] = store[key]
+        prep.embeddings[(axis, k, prep.lo, prep.hi)] = store[key]
         gt = view.take(lab, k) == v
         prev = view.take(lab, nb) == v
         if not prev.any():

@@ -200,10 +200,10 @@ def test_a_click_passes_over_masks_cut_by_their_box() -> None:
 
     engine.slices.segment = segment  # type: ignore[method-assign]
     prepared = engine.prepare(vol)
-    first, _ = engine._from_clicks(prepared, 2, 15, np.array([[40.0, 40.0]]), np.array([1]))
+    first, _, _ = engine._from_clicks(prepared, 2, 15, np.array([[40.0, 40.0]]), np.array([1]))
     np.testing.assert_array_equal(first, truth)  # the 40 mm box: the 10 and 20 mm ones cut the ball
     engine.options = engine.options.model_copy(update={"click_grow_iou": 0.0})
-    kept, _ = engine._from_clicks(prepared, 2, 15, np.array([[40.0, 40.0]]), np.array([1]))
+    kept, _, _ = engine._from_clicks(prepared, 2, 15, np.array([[40.0, 40.0]]), np.array([1]))
     assert kept.sum() < 0.5 * truth.sum()  # growing off: the tightest box's cut mask
 
 

@@ -1,6 +1,8 @@
 """`slice2d` engine: RadSAM's way to a 3D mask with a 2D promptable model (LiteMedSAM).
 
 Segmenting (no mask yet):
+  0. The object's intensity window: `ct_window`, unless the prompted CT tissue is darker than it (lung): then
+     the lung window whose mask the model rates best (`window.py`), kept for the object's later predictions.
   1. The prompted slice: the change's slice on the engine's axis (a 2D prompt's own slice; a 3D click's
      slice along the axis). Its points, its latest box and its painted mask (a painted mask is taken as
      is and locked) give that slice's mask.
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,17 +36,18 @@ from voxsam.engines.base import Capabilities, Engine, Prediction, ProgressFn, Sl
 from voxsam.engines.options import validate_options
 from voxsam.engines.slice2d.extent import cross_view_extent, intensity_band
 from voxsam.engines.slice2d.interpolation import interpolate_masks
+from voxsam.engines.slice2d.loading import BUNDLED_DECODER, load_decoder, load_model
 from voxsam.engines.slice2d.options import Slice2DOptions
 from voxsam.engines.slice2d.slices import (PreparedVolume, SliceModel, SliceResult, bbox_rc, dice2d, grow_box_to, prepare_volume,
                                            reaches_border)
+from voxsam.engines.slice2d.window import candidate_windows, prompted_intensity
 from voxsam.errors import PromptError
 from voxsam.io.volume import Volume
 from voxsam.prompts import Box, Change, Point, PromptKind, PromptSet, SliceMask
 
 log = logging.getLogger(__name__)
 
-#: fine-tuned prompt encoder + mask decoder shipped with voxsam (see weights/SLICE2D_MODEL_CARD.md)
-BUNDLED_DECODER = Path(__file__).resolve().parents[2] / "weights" / "slice2d_decoder.pt"
+__all__ = ["BUNDLED_DECODER", "Slice2DEngine", "load_decoder"]
 
 Chain = Iterator[tuple[int, np.ndarray]]
 
@@ -69,7 +71,7 @@ class Slice2DEngine(Engine):
         assert options is not None
         self.options = options
         if model is None:
-            model = _load_model(options)
+            model = load_model(options)
         self.slices = SliceModel(model, options.precision)
 
     # ------------------------------------------------------------------ Engine API
@@ -100,7 +102,7 @@ class Slice2DEngine(Engine):
         mask = old.copy() if old is not None else np.zeros(prepared.shape, dtype=bool)
         locked = {m.index: view.to_display(m.mask) for m in prompts.slice_masks}
         old_slice = None if old is None else view.take(old, anchor)
-        start = self._predict_anchor(prepared, axis, anchor, prompts, locked, old_slice)
+        prepared, window, start = self._windowed_anchor(prepared, axis, anchor, prompts, locked, old_slice, previous)
         _write(mask, axis, anchor, view.from_display(start))
         lo = hi = anchor  # the slices written: outside them the mask is the previous one
         yield anchor, view.from_display(start)
@@ -116,14 +118,40 @@ class Slice2DEngine(Engine):
                 yield k, plane
         region: list[slice] = [slice(0, n) for n in prepared.shape]
         region[axis] = slice(lo, hi + 1)
-        return Prediction(mask, state={"axis": axis}, region=(region[0], region[1], region[2]))
+        return Prediction(mask, state={"axis": axis, "window": window}, region=(region[0], region[1], region[2]))
 
     # ------------------------------------------------------------------ slices
+    def _windowed_anchor(
+        self, prepared: PreparedVolume, axis: int, k: int, prompts: PromptSet, locked: dict[int, np.ndarray],
+        old_slice: np.ndarray | None, previous: Prediction | None,
+    ) -> tuple[PreparedVolume, tuple[float, float], np.ndarray]:
+        """The object's intensity window (kept from its last prediction, else chosen: `window.py`), the volume
+        under it and the prompted slice's mask."""
+        kept = previous.state.get("window") if previous is not None and isinstance(previous.state, dict) else None
+        tried = [] if kept is not None or not self.options.lung_windows else candidate_windows(
+            prepared.is_ct, (prepared.lo, prepared.hi),
+            prompted_intensity(prepared.display(axis, k), *_slice_prompts(prepared, axis, k, prompts), locked.get(k, old_slice)))
+        if not tried:
+            window = tuple(kept) if kept is not None else (prepared.lo, prepared.hi)
+            prepared = prepared.windowed(*window)
+            return prepared, (prepared.lo, prepared.hi), self._predict_anchor(prepared, axis, k, prompts, locked, old_slice)[0]
+        scored = []
+        for w in tried:
+            under = prepared.windowed(*w)
+            start, rating = self._predict_anchor(under, axis, k, prompts, locked, old_slice)
+            if k in locked:  # painted: how well the model redraws it from its box under this window
+                box = bbox_rc(start)
+                rating = 0.0 if box is None else dice2d(self.slices.segment(under, axis, k, None, None, box)[0], start)
+            scored.append((rating, w, start))
+        _, window, start = max(scored, key=lambda s: s[0])
+        return prepared.windowed(*window), window, start
+
     def _predict_anchor(
         self, prepared: PreparedVolume, axis: int, k: int, prompts: PromptSet, locked: dict[int, np.ndarray], old_slice: np.ndarray | None
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, float]:
+        """The prompted slice's mask and the model's predicted IoU for it (1 for a painted slice)."""
         if k in locked:
-            return locked[k]
+            return locked[k], 1.0
         points, labels, box = _slice_prompts(prepared, axis, k, prompts)
         mask_prompt = None
         if box is None and old_slice is not None and old_slice.any():
@@ -136,17 +164,20 @@ class Slice2DEngine(Engine):
         if box is None and labels is not None and not labels.any():
             raise PromptError("negative clicks alone cannot start an object; add a positive click or a box")
         if box is None and points is not None and labels is not None:
-            return self._from_clicks(prepared, axis, k, points, labels)[0]
-        out, _ = self.slices.segment(prepared, axis, k, points, labels, box, mask_prompt)
-        return out
+            out, _, iou = self._from_clicks(prepared, axis, k, points, labels)
+            return out, iou
+        return self.slices.segment(prepared, axis, k, points, labels, box, mask_prompt)
 
-    def _from_clicks(self, prepared: PreparedVolume, axis: int, k: int, points: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def _from_clicks(
+        self, prepared: PreparedVolume, axis: int, k: int, points: np.ndarray, labels: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None, float]:
         """Clicks alone: the clicks, and the clicks with boxes of `click_box_mm` sizes around the positive ones
         (LiteMedSAM as released answers boxes far better than lone clicks). Of the masks holding every positive
         click and no negative one, the best predicted IoU wins; if its box cut the object (the mask reaches the
         box's border: slice2d's IoU head still rates such masks well), larger boxes (`click_box_mm` and
         `click_grow_mm`) are tried in turn and the first whose mask holds the clicks and is not cut replaces
-        it when its predicted IoU is at most `click_grow_iou` lower. Returns the mask and the box it came from."""
+        it when its predicted IoU is at most `click_grow_iou` lower. Returns the mask, the box it came from and
+        its predicted IoU."""
         o = self.options
         spacing = np.asarray(prepared.view(axis).spacing_rc)
         centre = points[labels == 1].mean(axis=0)
@@ -160,14 +191,14 @@ class Slice2DEngine(Engine):
         sizes: list[float | None] = [None, *sorted(o.click_box_mm)]
         held = [(size, *c[:3]) for size in sizes for c in [candidate(size)] if c[3]]
         if not held:
-            return np.zeros(prepared.view(axis).display_shape(prepared.shape), dtype=bool), None
+            return np.zeros(prepared.view(axis).display_shape(prepared.shape), dtype=bool), None, 0.0
         size, box, best, best_iou = max(held, key=lambda c: c[3])
         if o.click_grow_iou > 0 and size is not None and box is not None and reaches_border(best, box):
             for larger in sorted({v for v in (*o.click_box_mm, *o.click_grow_mm) if v > size}):
                 grown, out, iou, holds = candidate(larger)  # decoded again if also in click_box_mm: ~35 ms
                 if holds and grown is not None and iou >= best_iou - o.click_grow_iou and not reaches_border(out, grown):
-                    return out, grown
-        return best, box
+                    return out, grown, iou
+        return best, box, best_iou
 
     def _chain(
         self,
@@ -250,7 +281,7 @@ class Slice2DEngine(Engine):
 
         one = np.ones(1, dtype=np.int64)
         span = cross_view_extent(prepared, axis, anchor, prepared.view(axis).from_display(start),
-                                 lambda a, k, rc: self._from_clicks(prepared, a, k, rc, one),
+                                 lambda a, k, rc: self._from_clicks(prepared, a, k, rc, one)[:2],
                                  lambda a, k, rc, box: self.slices.segment(prepared, a, k, rc, one, box)[0])
         if span is None:
             return None
@@ -282,43 +313,6 @@ class Slice2DEngine(Engine):
 
     def _accept(self, context: Any, k: int, result: SliceResult) -> None:
         """A propagated slice passed the stopping rules."""
-
-
-def _load_model(options: Slice2DOptions) -> Any:
-    from voxsam.models.sam2d import load_sam2d_weights
-
-    model = load_sam2d_weights(options.weights, options.device)
-    if options.released_decoder:
-        if options.decoder is not None:
-            from voxsam.errors import ConfigError
-
-            raise ConfigError("engine 'slice2d': give either decoder=PATH or released_decoder=true, not both")
-        return model
-    decoder = options.decoder if options.decoder is not None else (BUNDLED_DECODER if BUNDLED_DECODER.is_file() else None)
-    if decoder is not None:
-        load_decoder(model, decoder)
-    return model
-
-
-def load_decoder(model: Any, path: Any) -> None:
-    """Load fine-tuned prompt-encoder + mask-decoder weights (a state dict with those key prefixes)."""
-    import torch
-
-    from voxsam.errors import CheckpointError
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such decoder weights file") from None
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a bad checkpoint
-        raise CheckpointError(f"{path}: unreadable decoder weights ({type(exc).__name__})") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not state or not all(k.startswith(("prompt_encoder.", "mask_decoder.")) for k in state):
-        raise CheckpointError(f"{path}: not a slice2d decoder file (expected prompt_encoder.* and mask_decoder.* weights)")
-    missing = [k for k in model.state_dict() if k.startswith(("prompt_encoder.", "mask_decoder.")) and k not in state]
-    if missing:
-        raise CheckpointError(f"{path}: {len(missing)} decoder weights missing, e.g. {missing[0]}")
-    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
 
 
 def _write(mask: np.ndarray, axis: int, k: int, plane: np.ndarray) -> None:

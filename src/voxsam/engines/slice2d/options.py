@@ -34,6 +34,7 @@ class Slice2DOptions(EngineOptions):
     edit_agreement: float = Field(0.95, gt=0, le=1, allow_inf_nan=False, description="editing: a direction stops after two consecutive slices whose new mask has at least this Dice with the old one")
     cache_mb: int = Field(512, ge=16, description="memory for cached slice embeddings (float16, 2 MB each), least recently used dropped first")
     ct_window: tuple[float, float] = Field((-160.0, 240.0), description="CT intensities (HU) mapped to [0, 1] before encoding (the soft-tissue window LiteMedSAM was trained with; RadSAM used -500,1000; MRI: the volume's 0.5-99.5 percentiles); the decoder must have been trained under the same window")
+    lung_windows: bool = Field(True, description="CT: when the prompted tissue is darker than ct_window (air-filled lung), also try lung windows on the prompted slice and keep, for the object, the one whose mask the model rates best (engines/slice2d/window.py)")
     precision: Literal["float32", "bfloat16"] = Field("float32", description="encoder arithmetic (bfloat16 is fast only where the CPU has it natively)")
     device: str = Field("cpu", description="torch device")
 

@@ -9,7 +9,7 @@ first within a memory budget). Prompts are given in display pixels (row, column)
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -48,9 +48,22 @@ class PreparedVolume:
     lo: float
     hi: float
     cache_bytes: int
+    is_ct: bool = False
     views: dict[int, SliceView] = field(default_factory=dict)
-    embeddings: OrderedDict[tuple[int, int], Any] = field(default_factory=OrderedDict)
-    encoder_calls: int = 0
+    # keyed (axis, index, lo, hi): the same slice under another intensity window is another embedding
+    embeddings: OrderedDict[tuple[int, int, float, float], Any] = field(default_factory=OrderedDict)
+    calls: list[int] = field(default_factory=lambda: [0])  # encodings, shared with `windowed` copies
+
+    @property
+    def encoder_calls(self) -> int:
+        """Slices encoded so far for this volume (under any window)."""
+        return self.calls[0]
+
+    def windowed(self, lo: float, hi: float) -> "PreparedVolume":
+        """The same volume mapped to [0, 1] from `lo`..`hi` instead; shares views, embedding cache and counter."""
+        if (lo, hi) == (self.lo, self.hi):
+            return self
+        return replace(self, lo=float(lo), hi=float(hi))
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -91,7 +104,7 @@ def prepare_volume(volume: Volume, cache_mb: int, ct_window: tuple[float, float]
         nonzero = sample[sample != 0]
         pool = nonzero if nonzero.size else sample
         lo, hi = (float(v) for v in np.percentile(pool, [0.5, 99.5])) if pool.size else (0.0, 1.0)
-    return PreparedVolume(source, np.asarray(volume.affine, dtype=np.float64), float(lo), float(hi), int(cache_mb) * 2**20)
+    return PreparedVolume(source, np.asarray(volume.affine, dtype=np.float64), float(lo), float(hi), int(cache_mb) * 2**20, is_ct)
 
 
 def model_input(prepared: PreparedVolume, axis: int, index: int) -> tuple[np.ndarray, SliceInput]:
@@ -164,7 +177,7 @@ class SliceModel:
         """(1, 256, 64, 64) float32 embedding of a slice, from the cache or the encoder."""
         import torch
 
-        key = (axis, index)
+        key = (axis, index, prepared.lo, prepared.hi)
         if key in prepared.embeddings:
             prepared.embeddings.move_to_end(key)
             emb, geom = prepared.embeddings[key]
@@ -173,7 +186,7 @@ class SliceModel:
         encode = self.encoder()
         with torch.inference_mode():
             emb = encode(torch.from_numpy(image)[None])
-        prepared.encoder_calls += 1
+        prepared.calls[0] += 1
         prepared.embeddings[key] = (emb.half(), geom)
         while len(prepared.embeddings) * EMBEDDING_BYTES > prepared.cache_bytes and len(prepared.embeddings) > 1:
             prepared.embeddings.popitem(last=False)

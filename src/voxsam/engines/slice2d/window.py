@@ -1,0 +1,57 @@
+"""Which CT window an object is encoded under.
+
+The slice engines map CT to [0, 1] through one soft-tissue window (`ct_window`, [-160, 240] HU: what LiteMedSAM
+and the fine-tuned decoders saw). Air-filled tissue lies below it: a click in a lung shows the model a flat
+black field whose lobes, fissures and vessels are gone, and it segments whatever edge it finds (measured on
+held-out TotalSegmentator CT, docs/benchmarks.md "Lung windows"). When the prompted tissue is darker than the
+window, the prompted slice is also segmented under common clinical lung windows, and the window whose mask the
+model rates best (predicted IoU; for a painted slice: how well the model redraws it from its box) is kept for the
+whole object, its propagation and later edits. Bone is left alone: a bone window lowered mandible Dice on
+head-and-neck training cases (0.291 -> 0.254, docs/benchmarks.md).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: lung windows (low, high) in HU: level -600 / width 1500 (the usual preset), -700 / 1000 and -500 / 1000
+LUNG_WINDOWS: tuple[tuple[float, float], ...] = ((-1350.0, 150.0), (-1200.0, -200.0), (-1000.0, 0.0))
+
+CLICK_RADIUS_PX = 2  # a click's tissue: the (2r+1)² display pixels around it
+
+
+def prompted_intensity(
+    display: np.ndarray, points: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None, mask: np.ndarray | None
+) -> float | None:
+    """Median stored intensity (HU for CT) of the tissue a slice's prompts point at.
+
+    Args:
+        display: (H, W) the prompted slice in display orientation, stored values.
+        points: (N, 2) display (row, column) clicks, with `labels` (N,) 1 positive / 0 negative.
+        box: (4,) display (r0, c0, r1, c1); its central half is taken when there are no positive clicks.
+        mask: (H, W) bool, a painted or earlier mask of the slice: it wins over clicks and box.
+    Returns:
+        the median, or None when the prompts cover no pixel.
+    """
+    H, W = display.shape
+    pick = np.zeros((H, W), dtype=bool)
+    if mask is not None and mask.any():
+        pick = mask
+    elif points is not None and labels is not None and (labels == 1).any():
+        r = CLICK_RADIUS_PX
+        for row, col in np.round(points[labels == 1]).astype(int):
+            pick[max(row - r, 0):row + r + 1, max(col - r, 0):col + r + 1] = True
+    elif box is not None:
+        r0, c0, r1, c1 = box
+        dr, dc = (r1 - r0) / 4, (c1 - c0) / 4
+        pick[max(int(round(r0 + dr)), 0):int(round(r1 - dr)) + 1, max(int(round(c0 + dc)), 0):int(round(c1 - dc)) + 1] = True
+    values = display[pick]
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if values.size else None
+
+
+def candidate_windows(is_ct: bool, window: tuple[float, float], intensity: float | None) -> list[tuple[float, float]]:
+    """The windows to try for an object whose prompted tissue has `intensity`: none (keep `window`) unless it
+    is CT and darker than the window's low end, then `window` itself and the lung windows."""
+    if not is_ct or intensity is None or intensity >= window[0]:
+        return []
+    return [window, *(w for w in LUNG_WINDOWS if w != window)]
