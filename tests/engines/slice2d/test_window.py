@@ -28,12 +28,12 @@ class RatingFake(FakeSam2D):
 
 
 def _chest(object_hu: float) -> tuple[Volume, np.ndarray]:
-    """A CT: soft tissue (40 HU) around a 'lung' (-950 HU) holding a denser lobe-like ball at `object_hu`."""
+    """A CT: soft tissue (40 HU) around air (-1000 HU) holding a lung-like ball at `object_hu`."""
     shape = (48, 40, 20)
     grid = np.indices(shape).astype(float)
     ball = np.sqrt(((grid - np.array([24, 20, 10])[:, None, None, None]) ** 2).sum(0)) <= 6
     image = np.full(shape, 40.0, dtype=np.float32)
-    image[6:42, 6:34, :] = -950.0
+    image[6:42, 6:34, :] = -1000.0
     image[ball] = object_hu
     return Volume(image, np.diag([1.0, 1.0, 2.0, 1.0]), modality="CT"), ball
 
@@ -67,23 +67,25 @@ def test_candidate_windows_only_for_ct_darker_than_the_window() -> None:
     assert candidate_windows(False, SOFT, -850.0) == []
     assert candidate_windows(True, SOFT, None) == []
     assert candidate_windows(True, SOFT, -850.0) == [SOFT, *LUNG_WINDOWS]
+    assert candidate_windows(True, SOFT, -1000.0) == []  # air: a lumen, whose object is its wall
+    assert candidate_windows(True, SOFT, -300.0) == []  # darker than the window but not aerated lung
 
 
 def test_an_air_filled_object_is_segmented_under_the_best_rated_lung_window_and_keeps_it() -> None:
-    vol, ball = _chest(-300.0)  # black under the soft window: the stand-in finds nothing there
+    vol, ball = _chest(-600.0)  # black under the soft window; the stand-in sees it only under LUNG_WINDOWS[1]
     s = Session(vol, _engine())
     mask = s.add_point((24, 20, 10), axis=2).astype(bool)
     assert _dice(mask, ball) > 0.9
     prepared = s._prepared
-    assert s._objects[1].engine_state["window"] == LUNG_WINDOWS[0]
+    assert s._objects[1].engine_state["window"] == LUNG_WINDOWS[1]
     calls = prepared.encoder_calls
     s.add_point((24, 23, 10), axis=2)  # a second click: the kept window, no new choice and no new encoding
     assert prepared.encoder_calls == calls
-    assert s._objects[1].engine_state["window"] == LUNG_WINDOWS[0]
+    assert s._objects[1].engine_state["window"] == LUNG_WINDOWS[1]
 
 
 def test_without_lung_windows_the_air_filled_object_is_not_seen() -> None:
-    vol, ball = _chest(-300.0)
+    vol, ball = _chest(-600.0)
     s = Session(vol, _engine(lung_windows=False))
     assert not s.add_point((24, 20, 10), axis=2).any()
     assert s._objects[1].engine_state["window"] == SOFT
@@ -101,7 +103,7 @@ def test_soft_tissue_keeps_the_soft_window_with_no_extra_encoding() -> None:
 
 
 def test_a_painted_air_filled_slice_chooses_the_window_the_model_redraws_it_under() -> None:
-    vol, ball = _chest(-300.0)
+    vol, ball = _chest(-600.0)
     s = Session(vol, _engine())
     s.set_slice_mask(2, 10, ball[:, :, 10])
     assert s._objects[1].engine_state["window"] in LUNG_WINDOWS  # under the soft window it redraws nothing

@@ -1,13 +1,15 @@
 """Which CT window an object is encoded under.
 
 The slice engines map CT to [0, 1] through one soft-tissue window (`ct_window`, [-160, 240] HU: what LiteMedSAM
-and the fine-tuned decoders saw). Air-filled tissue lies below it: a click in a lung shows the model a flat
-black field whose lobes, fissures and vessels are gone, and it segments whatever edge it finds (measured on
-held-out TotalSegmentator CT, docs/benchmarks.md "Lung windows"). When the prompted tissue is darker than the
-window, the prompted slice is also segmented under common clinical lung windows, and the window whose mask the
-model rates best (predicted IoU; for a painted slice: how well the model redraws it from its box) is kept for the
-whole object, its propagation and later edits. Bone is left alone: a bone window lowered mandible Dice on
-head-and-neck training cases (0.291 -> 0.254, docs/benchmarks.md).
+and the fine-tuned decoders saw). Aerated lung lies far below it: a click in a lung shows the model a flat black
+field whose lobes, fissures and vessels are gone, and it segments whatever edge it finds. When the prompted
+tissue has lung parenchyma's density (`LUNG_TISSUE_HU`) and the window shows it black, the prompted slice is also
+segmented under common clinical lung windows, and the window whose mask the model rates best (predicted IoU;
+for a painted slice: how well the model redraws it from its box) is kept for the whole object, its propagation
+and later edits. Pure air (an airway's or a bowel's lumen, below -950 HU) keeps the soft window: the object
+around a lumen is its wall, and under a lung window the model took the lumen alone (head-and-neck training
+cases; docs/benchmarks.md "Lung windows"). Bone is left alone too: a bone window lowered mandible Dice on
+head-and-neck training cases (0.291 -> 0.254).
 """
 from __future__ import annotations
 
@@ -15,6 +17,10 @@ import numpy as np
 
 #: lung windows (low, high) in HU: level -600 / width 1500 (the usual preset), -700 / 1000 and -500 / 1000
 LUNG_WINDOWS: tuple[tuple[float, float], ...] = ((-1350.0, 150.0), (-1200.0, -200.0), (-1000.0, 0.0))
+
+#: densities (HU) that get the lung windows: aerated lung, between air (-950, the emphysema threshold) and the
+#: -500 usual for lung masks; above it the tissue is not aerated lung
+LUNG_TISSUE_HU: tuple[float, float] = (-950.0, -500.0)
 
 CLICK_RADIUS_PX = 2  # a click's tissue: the (2r+1)² display pixels around it
 
@@ -51,7 +57,9 @@ def prompted_intensity(
 
 def candidate_windows(is_ct: bool, window: tuple[float, float], intensity: float | None) -> list[tuple[float, float]]:
     """The windows to try for an object whose prompted tissue has `intensity`: none (keep `window`) unless it
-    is CT and darker than the window's low end, then `window` itself and the lung windows."""
+    is CT of lung density (`LUNG_TISSUE_HU`) that `window` shows black, then `window` itself and the lung windows."""
     if not is_ct or intensity is None or intensity >= window[0]:
+        return []
+    if not LUNG_TISSUE_HU[0] < intensity < LUNG_TISSUE_HU[1]:
         return []
     return [window, *(w for w in LUNG_WINDOWS if w != window)]
