@@ -56,6 +56,9 @@ def test_prompted_intensity_reads_the_mask_then_the_clicks_then_the_box_centre()
     mask[15:, 15:] = True
     click, positive = np.array([[4.0, 4.0]]), np.array([1])
     assert prompted_intensity(display, click, positive, None, None) == -800.0
+    display[4, 4] = -1000.0  # the clicked pixel itself, not its neighbourhood
+    assert prompted_intensity(display, click, positive, None, None) == -1000.0
+    display[4, 4] = -800.0
     assert prompted_intensity(display, click, positive, None, mask) == 0.0  # a mask wins
     assert prompted_intensity(display, click, np.array([0]), None, None) is None  # negative clicks say nothing
     assert prompted_intensity(display, None, None, np.array([0.0, 0.0, 7.0, 19.0]), None) == -800.0  # the box's central half

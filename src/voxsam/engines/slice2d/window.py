@@ -22,8 +22,6 @@ LUNG_WINDOWS: tuple[tuple[float, float], ...] = ((-1350.0, 150.0), (-1200.0, -20
 #: -500 usual for lung masks; above it the tissue is not aerated lung
 LUNG_TISSUE_HU: tuple[float, float] = (-950.0, -500.0)
 
-CLICK_RADIUS_PX = 2  # a click's tissue: the (2r+1)² display pixels around it
-
 
 def prompted_intensity(
     display: np.ndarray, points: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None, mask: np.ndarray | None
@@ -32,7 +30,8 @@ def prompted_intensity(
 
     Args:
         display: (H, W) the prompted slice in display orientation, stored values.
-        points: (N, 2) display (row, column) clicks, with `labels` (N,) 1 positive / 0 negative.
+        points: (N, 2) display (row, column) clicks, with `labels` (N,) 1 positive / 0 negative: the pixels
+            clicked (not a neighbourhood: next to an airway's wall, one would mix lumen and wall into lung's density).
         box: (4,) display (r0, c0, r1, c1); its central half is taken when there are no positive clicks.
         mask: (H, W) bool, a painted or earlier mask of the slice: it wins over clicks and box.
     Returns:
@@ -43,9 +42,8 @@ def prompted_intensity(
     if mask is not None and mask.any():
         pick = mask
     elif points is not None and labels is not None and (labels == 1).any():
-        r = CLICK_RADIUS_PX
-        for row, col in np.round(points[labels == 1]).astype(int):
-            pick[max(row - r, 0):row + r + 1, max(col - r, 0):col + r + 1] = True
+        rc = np.clip(np.round(points[labels == 1]).astype(int), 0, [H - 1, W - 1])
+        pick[rc[:, 0], rc[:, 1]] = True
     elif box is not None:
         r0, c0, r1, c1 = box
         dr, dc = (r1 - r0) / 4, (c1 - c0) / 4
