@@ -220,12 +220,12 @@ def test_default_slice_step_follows_the_slice_spacing() -> None:
 
 
 def test_slice_step_never_jumps_over_a_painted_or_prompted_slice() -> None:
-    from voxsam.engines.slice2d.engine import _next_visit
+    from voxsam.engines.slice2d.steps import next_visit
 
-    assert _next_visit(10, 1, 4, 30, set()) == 14
-    assert _next_visit(10, -1, 4, 30, {8}) == 8
-    assert _next_visit(27, 1, 4, 30, set()) == 29  # no further than the last slice
-    assert _next_visit(2, -1, 4, 30, {5}) == 0
+    assert next_visit(10, 1, 4, 30, set()) == 14
+    assert next_visit(10, -1, 4, 30, {8}) == 8
+    assert next_visit(27, 1, 4, 30, set()) == 29  # no further than the last slice
+    assert next_visit(2, -1, 4, 30, {5}) == 0
     vol, ball = _ball_volume()
     painted = np.zeros(vol.shape[:2], dtype=bool)
     painted[18:30, 14:26] = True  # a square where the ball is round: kept exactly as painted

@@ -27,19 +27,20 @@ shapes between; a jump that fails a stopping rule is retried slice by slice, so 
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from typing import Any
 
 import numpy as np
 
 from voxsam.engines.base import Capabilities, Engine, Prediction, ProgressFn, SliceAxisRule, acquisition_axis
 from voxsam.engines.options import validate_options
-from voxsam.engines.slice2d.extent import cross_view_extent, intensity_band
+from voxsam.engines.slice2d.extent import cross_view_extent, deepest_point, drifted_off, intensity_band
 from voxsam.engines.slice2d.interpolation import interpolate_masks
 from voxsam.engines.slice2d.loading import BUNDLED_DECODER, load_decoder, load_model
 from voxsam.engines.slice2d.options import Slice2DOptions
 from voxsam.engines.slice2d.slices import (PreparedVolume, SliceModel, SliceResult, bbox_rc, dice2d, grow_box_to, prepare_volume,
                                            reaches_border)
+from voxsam.engines.slice2d.steps import Chain, anchor_slice, check_axis, interleave, next_visit, slice_prompts, visit_always
 from voxsam.engines.slice2d.window import candidate_windows, prompted_intensity
 from voxsam.errors import PromptError
 from voxsam.io.volume import Volume
@@ -47,9 +48,10 @@ from voxsam.prompts import Box, Change, Point, PromptKind, PromptSet, SliceMask
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BUNDLED_DECODER", "Slice2DEngine", "load_decoder"]
+#: times a direction of a new walk may look across again at its bound, where its object moved off the last views
+REANCHORS = 3
 
-Chain = Iterator[tuple[int, np.ndarray]]
+__all__ = ["BUNDLED_DECODER", "Slice2DEngine", "load_decoder"]
 
 
 class Slice2DEngine(Engine):
@@ -95,10 +97,10 @@ class Slice2DEngine(Engine):
         self, prepared: Any, prompts: PromptSet, previous: Prediction | None, change: Change | None = None
     ) -> Generator[tuple[int, np.ndarray], None, Prediction]:
         axis = self.propagation_axis(prepared, prompts, change)
-        _check_axis(prompts, axis, prepared.shape)
+        check_axis(prompts, axis, prepared.shape)
         view = prepared.view(axis)
         old = previous.mask if previous is not None and previous.mask.any() else None
-        anchor = _anchor_slice(prompts, change, axis)
+        anchor = anchor_slice(prompts, change, axis)
         mask = old.copy() if old is not None else np.zeros(prepared.shape, dtype=bool)
         locked = {m.index: view.to_display(m.mask) for m in prompts.slice_masks}
         old_slice = None if old is None else view.take(old, anchor)
@@ -111,7 +113,7 @@ class Slice2DEngine(Engine):
             context = self._chain_context(prepared, axis, anchor, start, locked, prompts, old)
             bound = self._walk_bound(prepared, axis, anchor, start, prompts, locked, old)
             chains = [self._chain(prepared, axis, anchor, start, step, prompts, locked, old, band, context, bound) for step in (-1, 1)]
-            for k, m in _interleave(chains):
+            for k, m in interleave(chains):
                 plane = view.from_display(m)
                 _write(mask, axis, k, plane)
                 lo, hi = min(lo, k), max(hi, k)
@@ -130,7 +132,7 @@ class Slice2DEngine(Engine):
         kept = previous.state.get("window") if previous is not None and isinstance(previous.state, dict) else None
         tried = [] if kept is not None or not self.options.lung_windows else candidate_windows(
             prepared.is_ct, (prepared.lo, prepared.hi),
-            prompted_intensity(prepared.display(axis, k), *_slice_prompts(prepared, axis, k, prompts), locked.get(k, old_slice)))
+            prompted_intensity(prepared.display(axis, k), *slice_prompts(prepared, axis, k, prompts), locked.get(k, old_slice)))
         if not tried:
             window = tuple(kept) if kept is not None else (prepared.lo, prepared.hi)
             prepared = prepared.windowed(*window)
@@ -152,7 +154,7 @@ class Slice2DEngine(Engine):
         """The prompted slice's mask and the model's predicted IoU for it (1 for a painted slice)."""
         if k in locked:
             return locked[k], 1.0
-        points, labels, box = _slice_prompts(prepared, axis, k, prompts)
+        points, labels, box = slice_prompts(prepared, axis, k, prompts)
         mask_prompt = None
         if box is None and old_slice is not None and old_slice.any():
             # a click correcting an existing slice keeps its extent (grown to reach the clicks) as context
@@ -223,20 +225,29 @@ class Slice2DEngine(Engine):
         so the object ends where it would have ended. A walk never decides a slice outside `bound`."""
         o = self.options
         view = prepared.view(axis)
-        stops = _visit_always(prompts, locked, axis)
+        stops = visit_always(prompts, locked, axis)
         stride = 1 if old is not None else self.slice_step(prepared, axis)  # an edit stays local: every slice
         prev, agreeing, here, decided = first, 0, start, 0
+        through, looked = deepest_point(view.from_display(first)), 0  # where the bound's cross views were taken
         while 0 <= here + step < prepared.shape[axis]:
-            k = _next_visit(here, step, stride, prepared.shape[axis], stops)
+            k = next_visit(here, step, stride, prepared.shape[axis], stops)
             if bound is not None:
                 edge = bound[1] if step > 0 else bound[0]
                 if (edge - here) * step <= 0:
-                    return
+                    # at the bound: look across again only where the object has moved off the last views' lines
+                    plane = view.from_display(prev)
+                    further = self._cross_extent(prepared, axis, here, plane) if looked < REANCHORS and drifted_off(
+                        plane, through, self._plane_spacing(prepared, axis)) else None
+                    edge = edge if further is None else (further[1] + o.cross_view_margin if step > 0 else further[0] - o.cross_view_margin)
+                    if (edge - here) * step <= 0:
+                        return
+                    bound = (bound[0], edge) if step > 0 else (edge, bound[1])
+                    through, looked = deepest_point(plane), looked + 1
                 k = min(k, edge) if step > 0 else max(k, edge)
             if k in locked:
                 current = locked[k]
             else:
-                points, labels, user_box = _slice_prompts(prepared, axis, k, prompts)
+                points, labels, user_box = slice_prompts(prepared, axis, k, prompts)
                 box = user_box if user_box is not None or o.propagation_prompt == "mask" else bbox_rc(prev)
                 mask_prompt = prev if o.propagation_prompt != "box" else None
                 expand = 0.0 if user_box is not None else o.box_expand_px
@@ -278,16 +289,26 @@ class Slice2DEngine(Engine):
         until the stopping rules end it (edits, or the option off, or neither view holding the object)."""
         if not self.options.cross_views or old is not None:
             return None
-
-        one = np.ones(1, dtype=np.int64)
-        span = cross_view_extent(prepared, axis, anchor, prepared.view(axis).from_display(start),
-                                 lambda a, k, rc: self._from_clicks(prepared, a, k, rc, one)[:2],
-                                 lambda a, k, rc, box: self.slices.segment(prepared, a, k, rc, one, box)[0])
+        span = self._cross_extent(prepared, axis, anchor, prepared.view(axis).from_display(start))
         if span is None:
             return None
         margin = self.options.cross_view_margin
-        keep = _visit_always(prompts, locked, axis) | {anchor}
+        keep = visit_always(prompts, locked, axis) | {anchor}
         return min(span[0] - margin, *keep), max(span[1] + margin, *keep)
+
+    def _cross_extent(self, prepared: PreparedVolume, axis: int, index: int, plane: np.ndarray) -> tuple[int, int] | None:
+        """The object's extent along `axis` in the two slices across `plane` (slice `index`'s mask, array order)."""
+        one = np.ones(1, dtype=np.int64)
+        return cross_view_extent(prepared, axis, index, plane,
+                                 lambda a, k, rc: self._from_clicks(prepared, a, k, rc, one)[:2],
+                                 lambda a, k, rc, box: self.slices.segment(prepared, a, k, rc, one, box)[0])
+
+    @staticmethod
+    def _plane_spacing(prepared: PreparedVolume, axis: int) -> tuple[float, float]:
+        """(mm, mm) pixel spacing of a slice of `axis` in array order."""
+        norms = np.linalg.norm(np.asarray(prepared.affine, dtype=np.float64)[:3, :3], axis=0)
+        u, v = (a for a in range(3) if a != axis)
+        return float(norms[u]), float(norms[v])
 
     def slice_step(self, prepared: PreparedVolume, axis: int) -> int:
         """How many slices one propagation step advances on `axis`: `slice_step`, else as many as fit in `step_mm`."""
@@ -319,75 +340,3 @@ def _write(mask: np.ndarray, axis: int, k: int, plane: np.ndarray) -> None:
     index: list[Any] = [slice(None)] * 3
     index[axis] = k
     mask[tuple(index)] = plane
-
-
-def _interleave(chains: list[Chain]) -> Iterator[tuple[int, np.ndarray]]:
-    live = list(chains)
-    while live:
-        for chain in list(live):
-            item = next(chain, None)
-            if item is None:
-                live.remove(chain)
-            else:
-                yield item
-
-
-def _visit_always(prompts: PromptSet, locked: dict[int, np.ndarray], axis: int) -> set[int]:
-    """Slices a strided walk must not jump over: painted ones and those holding the user's clicks or boxes."""
-    stops = set(locked)
-    stops.update(int(round(p.ijk[axis])) for p in prompts.points)
-    stops.update(b.slice.index for b in prompts.boxes if b.slice is not None and b.slice.axis == axis)
-    return stops
-
-
-def _next_visit(here: int, step: int, stride: int, n: int, stops: set[int]) -> int:
-    """The next slice a walk from `here` decides: `stride` slices on in direction `step` (±1), no further than
-    the volume's last slice or the first slice in `stops` on the way."""
-    far = min(max(here + step * stride, 0), n - 1)
-    for k in range(here + step, far, step):
-        if k in stops:
-            return k
-    return far
-
-
-def _anchor_slice(prompts: PromptSet, change: Change | None, axis: int) -> int:
-    last = change.last if change is not None else None
-    if last is None:
-        every: list[Point | Box | SliceMask] = [*prompts.points, *prompts.boxes, *prompts.slice_masks]
-        if not every:
-            raise PromptError("slice2d needs a prompt")
-        last = every[-1]
-    if isinstance(last, SliceMask):
-        return last.index
-    if isinstance(last, Box):
-        return int(round(last.lo[axis]))
-    return int(round(last.ijk[axis]))
-
-
-def _check_axis(prompts: PromptSet, axis: int, shape: tuple[int, int, int]) -> None:
-    if shape[axis] < 2:
-        raise PromptError(f"axis {axis} has a single slice: nothing to propagate over")
-    every: list[Point | Box | SliceMask] = [*prompts.points, *prompts.boxes, *prompts.slice_masks]
-    for prompt in every:
-        ref = prompt.slice
-        if ref is not None and ref.axis != axis:
-            raise PromptError(f"a {prompt.kind.value} prompt on axis {ref.axis} does not fit this object's slice axis {axis}")
-        if isinstance(prompt, Box) and ref is None:
-            raise PromptError("slice2d takes 2D boxes on a slice, not 3D boxes")
-
-
-def _slice_prompts(prepared: PreparedVolume, axis: int, k: int, prompts: PromptSet) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """Display-space clicks (N, 2) + labels (N,) and the latest box (4,) lying on slice k."""
-    view = prepared.view(axis)
-    on = [p for p in prompts.points if int(round(p.ijk[axis])) == k]
-    points = labels = box = None
-    if on:
-        points = np.array([view.point_to_display(p.ijk, prepared.shape) for p in on], dtype=np.float64)
-        labels = np.array([int(p.positive) for p in on], dtype=np.int64)
-    boxes = [b for b in prompts.boxes if b.slice is not None and b.slice.index == k]
-    if boxes:
-        b = boxes[-1]
-        r0, c0 = view.point_to_display(b.lo, prepared.shape)
-        r1, c1 = view.point_to_display(b.hi, prepared.shape)
-        box = np.array([min(r0, r1), min(c0, c1), max(r0, r1), max(c0, c1)], dtype=np.float64)
-    return points, labels, box
