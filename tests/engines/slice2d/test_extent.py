@@ -121,3 +121,45 @@ def test_a_side_the_framing_box_cuts_stays_open() -> None:
         return view.take(truth, k) & framed, bbox_rc(framed)
 
     assert cross_view_extent(prepared, 2, 10, truth[:, :, 10], segment) == (6, 29)
+
+
+def test_drifted_off_means_both_views_miss_the_core() -> None:
+    from voxsam.engines.slice2d.extent import drifted_off
+
+    rr, cc = np.indices((40, 40))
+    disc = (rr - 20) ** 2 + (cc - 20) ** 2 <= 36  # radius 6: depth ~6.5
+    assert not drifted_off(disc, (20, 20), (1.0, 1.0))
+    assert not drifted_off(disc, (20, 30), (1.0, 1.0))  # the row through it still crosses the core
+    assert drifted_off(disc, (26, 26), (1.0, 1.0))  # both lines past half the depth
+    assert not drifted_off(disc, (23, 23), (1.0, 1.0))  # both within half the depth
+    assert not drifted_off(np.zeros((40, 40), bool), (0, 0), (1.0, 1.0))
+
+
+def _slanted_tube() -> tuple[Volume, np.ndarray]:
+    """A bright tube of radius 5 running diagonally: its centre goes from (15, 15) on slice 5 to (45, 45) on 35."""
+    shape = (60, 60, 40)
+    i, j = np.indices(shape[:2])
+    tube = np.zeros(shape, bool)
+    for k in range(5, 36):
+        c = 15 + (k - 5)
+        tube[:, :, k] = (i - c) ** 2 + (j - c) ** 2 <= 25
+    image = np.where(tube, 100.0, 1.0).astype(np.float32)
+    return Volume(image, np.eye(4), modality="MR"), tube
+
+
+def test_a_walk_looks_across_again_where_a_slanted_object_left_the_views(monkeypatch) -> None:
+    import voxsam.engines.slice2d.engine as engine_module
+
+    vol, tube = _slanted_tube()
+
+    def walked() -> list[int]:
+        s = Session(vol, Slice2DEngine(model=FakeSam2D(), min_area_px=1))
+        s.add_point((30, 30, 20), axis=2, propagate=False)
+        return sorted(k for k, _ in s.propagate())
+
+    monkeypatch.setattr(engine_module, "REANCHORS", 0)
+    once = walked()  # the two cross slices through (30, 30) hold only the tube's middle
+    assert once[0] > 10 and once[-1] < 30
+    monkeypatch.setattr(engine_module, "REANCHORS", 3)
+    again = walked()
+    assert again[0] <= 8 and again[-1] >= 34  # looked across again at each bound: (nearly) the whole tube, 5..35
