@@ -34,7 +34,7 @@ import numpy as np
 
 from voxsam.engines.base import Capabilities, Engine, Prediction, ProgressFn, SliceAxisRule, acquisition_axis
 from voxsam.engines.options import validate_options
-from voxsam.engines.slice2d.extent import cross_view_extent, deepest_point, drifted_off, intensity_band
+from voxsam.engines.slice2d.extent import cross_view_extent, intensity_band
 from voxsam.engines.slice2d.interpolation import interpolate_masks
 from voxsam.engines.slice2d.loading import BUNDLED_DECODER, load_decoder, load_model
 from voxsam.engines.slice2d.options import Slice2DOptions
@@ -47,9 +47,6 @@ from voxsam.io.volume import Volume
 from voxsam.prompts import Box, Change, Point, PromptKind, PromptSet, SliceMask
 
 log = logging.getLogger(__name__)
-
-#: times a direction of a new walk may look across again at its bound, where its object moved off the last views
-REANCHORS = 3
 
 __all__ = ["BUNDLED_DECODER", "Slice2DEngine", "load_decoder"]
 
@@ -228,21 +225,12 @@ class Slice2DEngine(Engine):
         stops = visit_always(prompts, locked, axis)
         stride = 1 if old is not None else self.slice_step(prepared, axis)  # an edit stays local: every slice
         prev, agreeing, here, decided = first, 0, start, 0
-        through, looked = deepest_point(view.from_display(first)), 0  # where the bound's cross views were taken
         while 0 <= here + step < prepared.shape[axis]:
             k = next_visit(here, step, stride, prepared.shape[axis], stops)
             if bound is not None:
                 edge = bound[1] if step > 0 else bound[0]
                 if (edge - here) * step <= 0:
-                    # at the bound: look across again only where the object has moved off the last views' lines
-                    plane = view.from_display(prev)
-                    further = self._cross_extent(prepared, axis, here, plane) if looked < REANCHORS and drifted_off(
-                        plane, through, self._plane_spacing(prepared, axis)) else None
-                    edge = edge if further is None else (further[1] + o.cross_view_margin if step > 0 else further[0] - o.cross_view_margin)
-                    if (edge - here) * step <= 0:
-                        return
-                    bound = (bound[0], edge) if step > 0 else (edge, bound[1])
-                    through, looked = deepest_point(plane), looked + 1
+                    return
                 k = min(k, edge) if step > 0 else max(k, edge)
             if k in locked:
                 current = locked[k]
@@ -302,13 +290,6 @@ class Slice2DEngine(Engine):
         return cross_view_extent(prepared, axis, index, plane,
                                  lambda a, k, rc: self._from_clicks(prepared, a, k, rc, one)[:2],
                                  lambda a, k, rc, box: self.slices.segment(prepared, a, k, rc, one, box)[0])
-
-    @staticmethod
-    def _plane_spacing(prepared: PreparedVolume, axis: int) -> tuple[float, float]:
-        """(mm, mm) pixel spacing of a slice of `axis` in array order."""
-        norms = np.linalg.norm(np.asarray(prepared.affine, dtype=np.float64)[:3, :3], axis=0)
-        u, v = (a for a in range(3) if a != axis)
-        return float(norms[u]), float(norms[v])
 
     def slice_step(self, prepared: PreparedVolume, axis: int) -> int:
         """How many slices one propagation step advances on `axis`: `slice_step`, else as many as fit in `step_mm`."""

@@ -79,25 +79,6 @@ def cross_view_extent(
     return min(s[0] for s in spans), max(s[1] for s in spans)
 
 
-def drifted_off(plane: np.ndarray, through: tuple[int, int], spacing: tuple[float, float]) -> bool:
-    """Whether both cross views taken through `through` miss the core of this slice's mask.
-
-    The two views are the lines u = through[0] and v = through[1] of the walk's plane (array order). When the
-    mask's deepest point lies farther from each line than half its own depth (mm), neither view crossed the body
-    of the object here (a line that far off the centre of a disc cuts it at under 87% of its width, and the view
-    sees a thinning edge): an oblique or curving object has moved sideways, and where those views ended it may go on.
-    """
-    from scipy import ndimage
-
-    if not plane.any():
-        return False
-    depth = ndimage.distance_transform_edt(np.pad(plane, 1), sampling=spacing)[1:-1, 1:-1]
-    flat = int(np.argmax(depth))
-    u, v = flat // plane.shape[1], flat % plane.shape[1]
-    reach = 0.5 * float(depth[u, v])
-    return abs(u - through[0]) * spacing[0] >= reach and abs(v - through[1]) * spacing[1] >= reach
-
-
 def _lengthwise(
     prepared: PreparedVolume, axis: int, across: int, anchor: int, point: list[int], plane: np.ndarray,
     shown: np.ndarray, box: np.ndarray | None, agreement: float,
