@@ -152,7 +152,7 @@ class Slice2DFamily:
     def build(self, cfg: Slice2DTrainConfig) -> nn.Module:
         model = decoder_of(full_model(cfg))
         if cfg.model.init is not None:
-            from voxsam.engines.slice2d.engine import load_decoder
+            from voxsam.engines.slice2d.loading import load_decoder
 
             load_decoder(model, cfg.model.init)
             log.info("decoder initialised from %s", cfg.model.init)
@@ -163,14 +163,9 @@ class Slice2DFamily:
     def load_weights(self, path: Path, *, trust: bool = False) -> tuple[nn.Module, dict[str, Any]]:
         from voxsam.models.sam2d import build_sam2d
 
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise CheckpointError(f"{path}: no such decoder weights file") from None
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is a bad checkpoint
-            raise CheckpointError(f"{path}: unreadable decoder weights ({type(exc).__name__})") from None
-        if not isinstance(state, dict) or not state or not all(k.startswith(PREFIXES) for k in state):
-            raise CheckpointError(f"{path}: not a slice2d decoder file (prompt_encoder.* + mask_decoder.* weights)")
+        from voxsam.engines.slice2d.loading import read_decoder_state
+
+        state = read_decoder_state(path)
         model = decoder_of(build_sam2d(infer_config(state)))
         model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
         return model.float(), {}

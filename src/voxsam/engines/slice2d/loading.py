@@ -27,8 +27,8 @@ def load_model(options: Slice2DOptions) -> Any:
     return model
 
 
-def load_decoder(model: Any, path: Any) -> None:
-    """Load fine-tuned prompt-encoder + mask-decoder weights (a state dict with those key prefixes)."""
+def read_decoder_state(path: Any) -> dict[str, Any]:
+    """The state dict of a decoder file (prompt_encoder.* + mask_decoder.* weights), or a CheckpointError."""
     import torch
 
     from voxsam.errors import CheckpointError
@@ -42,6 +42,14 @@ def load_decoder(model: Any, path: Any) -> None:
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not state or not all(k.startswith(("prompt_encoder.", "mask_decoder.")) for k in state):
         raise CheckpointError(f"{path}: not a slice2d decoder file (expected prompt_encoder.* and mask_decoder.* weights)")
+    return state
+
+
+def load_decoder(model: Any, path: Any) -> None:
+    """Load fine-tuned prompt-encoder + mask-decoder weights (a state dict with those key prefixes)."""
+    from voxsam.errors import CheckpointError
+
+    state = read_decoder_state(path)
     missing = [k for k in model.state_dict() if k.startswith(("prompt_encoder.", "mask_decoder.")) and k not in state]
     if missing:
         raise CheckpointError(f"{path}: {len(missing)} decoder weights missing, e.g. {missing[0]}")
