@@ -6,7 +6,7 @@
   embeddings are cached on disk (`voxsam.training.slice2d_data`). Unfreezing its last stage is not supported
   with the cache (the embeddings would go stale), so there is no such option;
 - weights: a plain state dict of `prompt_encoder.*` + `mask_decoder.*` (float16 when shipped), exactly what
-  the slice2d engine's `decoder:` option (`voxsam.engines.slice2d.engine.load_decoder`) loads;
+  the slice2d engine's `decoder:` option (`voxsam.engines.slice2d.loading.load_decoder`) loads;
 - samples: a cached target slice with a RadSAM prompt (`voxsam.training.slice2d_prompts`): clicks away from
   the contour (+ negatives near it), a jittered box, or a noisy binary mask (the slice's or its neighbour's,
   rotated, scaled, shifted, eroded / dilated), and mixtures; mask prompts are the majority because
