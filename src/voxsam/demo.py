@@ -67,8 +67,9 @@ def phantom_volume(size: int = 96, seed: int = 0) -> tuple[Volume, tuple[float, 
     return vol, click, "procedural phantom (nilearn not installed)"  # type: ignore[return-value]
 
 
-# The training-free engine is the demo's default: the bundled sam3d weights are still early (see
-# src/voxsam/weights/MODEL_CARD.md) and miss dark structures such as this ventricle; `engine="sam3d"` shows them.
+# The training-free engine is the demo's default: the learned engines miss this thin dark ventricle (sam3d's
+# bundled weights are early; slice2d and memory3d take the grey caudate beside it even from a tight box) and
+# classic answers in 0.02 s (README, "Default engine"); `engine=...` shows the others.
 DEMO_ENGINE = "classic"
 
 
