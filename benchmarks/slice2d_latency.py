@@ -291,9 +291,12 @@ def _to_slice(low: torch.Tensor, geom: Any) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- propagation (subprocess)
-def tube_volume(shape: tuple[int, int, int] = (256, 256, 120), depth: int | None = None, length: int = 100, seed: int = 0) -> Any:
+def tube_volume(shape: tuple[int, int, int] = (256, 256, 120), depth: int | None = None, length: int = 100, seed: int = 0,
+                drift_px: float = 20.0) -> Any:
     """CT-like volume: air, an elliptical soft-tissue body (40 HU), a contrast-filled tube (250 HU,
-    radius 16-22 px, drifting slowly) on `length` consecutive axial slices centred in the volume."""
+    radius 16-22 px) on `length` consecutive axial slices centred in the volume, its centre drifting once
+    around an ellipse of `drift_px` x 0.6 `drift_px` pixels (at 20 px the tube leaves the lines of the slices
+    across its middle, and the cross views end the walk early)."""
     from voxsam.io.volume import Volume
 
     if depth is not None:
@@ -308,22 +311,23 @@ def tube_volume(shape: tuple[int, int, int] = (256, 256, 120), depth: int | None
         sl = np.where(body, 40.0, -1000.0)
         if z0 <= k < z0 + length:
             t = (k - z0) / max(length - 1, 1)
-            ci, cj = X / 2 + 20 * np.sin(2 * np.pi * t), Y / 2 + 12 * np.cos(2 * np.pi * t)
+            ci, cj = X / 2 + drift_px * np.sin(2 * np.pi * t), Y / 2 + 0.6 * drift_px * np.cos(2 * np.pi * t)
             r = 16 + 6 * np.sin(np.pi * t)
             sl = np.where((i - ci) ** 2 + (j - cj) ** 2 <= r * r, 250.0, sl)
         image[:, :, k] = sl + rng.normal(0, 8, (X, Y)).astype(np.float32)
     return Volume(image, np.diag([0.8, 0.8, 2.0, 1.0]), modality="CT")
 
 
-def propagation_child(precision: str, threads: int, length: int, engine: str = "slice2d", slice_step: int = 1) -> dict[str, Any]:
+def propagation_child(precision: str, threads: int, length: int, engine: str = "slice2d", slice_step: int = 1,
+                      drift_px: float = 20.0, cross_views: bool = True) -> dict[str, Any]:
     """One box -> propagation over the tube; then set_mask + a click on one slice (all cached)."""
     from voxsam.session import Session
 
     torch.set_num_threads(threads)
-    vol = tube_volume(length=length)
+    vol = tube_volume(length=length, drift_px=drift_px)
     truth = vol.array > 150
     t0 = time.perf_counter()
-    s = Session(vol, engine, precision=precision, slice_step=slice_step)
+    s = Session(vol, engine, precision=precision, slice_step=slice_step, cross_views=cross_views)
     s.prepare()
     setup = time.perf_counter() - t0
     z = np.flatnonzero(truth.any(axis=(0, 1)))
@@ -349,6 +353,7 @@ def propagation_child(precision: str, threads: int, length: int, engine: str = "
     edit = time.perf_counter() - t
     return {
         "engine": engine, "precision": precision, "threads": threads, "slice_step": slice_step, "object_slices": int(z.size),
+        "tube_drift_px": drift_px, "cross_views": cross_views,
         "setup_s (engine + weights + fast encoder build is lazy)": round(setup, 2),
         "propagation_s": round(first, 2), "slices_visited": len(visited), "encoder_calls": calls_first,
         "s_per_100_slices": round(first * 100 / max(len(visited), 1), 2),
@@ -360,9 +365,10 @@ def propagation_child(precision: str, threads: int, length: int, engine: str = "
     }
 
 
-def propagation(precision: str, threads: int, length: int, engine: str = "slice2d", slice_step: int = 1) -> dict[str, Any]:
+def propagation(precision: str, threads: int, length: int, engine: str = "slice2d", slice_step: int = 1,
+                drift_px: float = 20.0, cross_views: bool = True) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--_child", precision, "--threads", str(threads), "--length", str(length), "--engine", engine,
-           "--slice-steps", str(slice_step)]
+           "--slice-steps", str(slice_step), "--drift", str(drift_px), "--cross-views", "on" if cross_views else "off"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         return {"precision": precision, "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
@@ -417,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=str, default=None, help="intra-op thread counts for the encoder (default '1,2', quick '1')")
     ap.add_argument("--prop-threads", type=int, default=1, help="threads of the propagation runs (default 1: shared machine)")
     ap.add_argument("--length", type=int, default=100, help="slices of the procedural object")
+    ap.add_argument("--drift", type=float, default=20.0, help="the tube's drift in pixels (20: the cross views end its walk early; "
+                    "4: the walk covers it end to end)")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="real volumes for the agreement section")
     ap.add_argument("--per-label", type=int, default=None, help="slices per label in the agreement section (default 2, quick 1)")
     ap.add_argument("--no-agreement", action="store_true")
@@ -430,12 +438,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-edit", action="store_true", help="skip the in-process edit steps of slice2d and memory3d")
     ap.add_argument("--slice-steps", default="1", help="engine option slice_step of the propagation runs, e.g. '1,3' "
                     "(decide every n-th slice, interpolate between; one run each)")
+    ap.add_argument("--cross-views", default="on", help="engine option cross_views of the propagation runs: 'on', 'off' or "
+                    "'on,off' (one run each; off measures the walk alone: the cross views cost 2 encodings per new object)")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     steps = [int(v) for v in args.slice_steps.split(",")]
+    crosses = [{"on": True, "off": False}[v.strip()] for v in args.cross_views.split(",")]
 
     if args._child:
-        print(json.dumps(propagation_child(args._child, int(args.threads or 1), args.length, args.engine, steps[0])))
+        print(json.dumps(propagation_child(args._child, int(args.threads or 1), args.length, args.engine, steps[0], args.drift, crosses[0])))
         return 0
 
     quick = args.quick
@@ -450,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     # 1. the engine end to end, each precision in its own process (own peak RSS)
     if not args.no_propagation and not args.decoder_only:
         props = ["bfloat16" if bf16 else "float32"] if quick else (["float32", "bfloat16"] if bf16 else ["float32"])
-        result["propagation"] = [propagation(p, args.prop_threads, args.length, args.engine, n) for p in props for n in steps]
+        result["propagation"] = [propagation(p, args.prop_threads, args.length, args.engine, n, args.drift, c)
+                                 for p in props for n in steps for c in crosses]
         for r in result["propagation"]:
             target = TARGETS["s_per_100_slices_bf16_native" if r.get("precision") == "bfloat16" else "s_per_100_slices_float32"]
             r["target_s_per_100_slices"] = target
