@@ -6,9 +6,10 @@
   engines: measured to show why); plus one `SliceModel.segment` step on a cached embedding of a 512 x 512
   slice (prompt tensors, decode, logits back to the slice). Variants alternate round by round.
 - `edit_bench`: a `Session` per engine (slice2d, memory3d) on a short procedural tube, propagated once
-  and edited once (every embedding it needs cached), then the same edit repeated: `set_mask` (the first result with one slice
-  cleared) + a positive click on that slice + `propagate()`; ms per re-predicted slice, exact vs fast
-  decoder alternating, no encoder call allowed during the edits.
+  and edited once (every embedding it needs cached), then two edits repeated: `set_mask` (the first result with one slice
+  cleared) + a positive click on that slice (a click alone: its box sizes are tried) + `propagate()`, and `set_mask`
+  (that slice leaking 8 voxels out) + a negative click in the leak (one decode on it); ms per re-predicted slice,
+  exact vs fast decoder alternating, no encoder call allowed during the edits.
 - `decoder_agreement`: Dice of the bf16 decoder copy's masks vs the float32 decoder's on real slices.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -130,39 +132,43 @@ def _edit_bench(engine: str, tube_volume: Callable[..., Any], repeats: int, leng
     prepared = s._prepared
     mask = s.mask.astype(bool)
     k_edit = mid + 2
-    edited = mask.copy()
-    edited[:, :, k_edit] = False
     ci, cj = np.nonzero(truth[:, :, k_edit])
+    lost = mask.copy()
+    lost[:, :, k_edit] = False  # the slice lost: a positive click there (a click alone tries its box sizes)
+    leaking = mask.copy()
+    grown = ndimage.binary_dilation(truth[:, :, k_edit], iterations=8)
+    leaking[:, :, k_edit] |= grown  # the slice leaks 8 voxels out: a negative click in the leak (one decode)
+    li, lj = np.argwhere(grown & ~ndimage.binary_dilation(truth[:, :, k_edit], iterations=4))[0]
+    scenarios = {"lost slice, positive click": (lost, (float(ci.mean()), float(cj.mean()), k_edit), True),
+                 "leaking slice, negative click": (leaking, (float(li), float(lj), k_edit), False)}
+    variants = {"exact float32": exact_decoder, "fast float32": nullcontext}
     slices: dict[str, int] = {}
 
-    def edit(name: str, ctx: Callable[[], Any]) -> Callable[[], Any]:
-        def run() -> None:
-            s.set_mask(edited)
-            s.add_point((float(ci.mean()), float(cj.mean()), k_edit), axis=2, propagate=False)
-            with ctx():
-                slices[name] = len(list(s.propagate()))
-        return run
+    def edit(scenario: str, variant: str) -> float:
+        start, point, positive = scenarios[scenario]
+        s.set_mask(start)
+        s.add_point(point, positive=positive, axis=2, propagate=False)
+        with variants[variant]():
+            t = time.perf_counter()
+            n = len(list(s.propagate()))
+            dt = time.perf_counter() - t
+        slices[f"{scenario} | {variant}"] = n
+        return dt * 1000 / max(n, 1)
 
-    variants = {"exact float32": exact_decoder, "fast float32": nullcontext}
-    runs = {name: edit(name, ctx) for name, ctx in variants.items()}
-    for fn in runs.values():  # warm-up; may encode slices the first propagation did not reach
-        fn()
+    runs = [(sc, v) for sc in scenarios for v in variants]
+    for sc, v in runs:  # warm-up; may encode slices the first propagation did not reach
+        edit(sc, v)
     calls = prepared.encoder_calls
-    per_slice: dict[str, list[float]] = {name: [] for name in runs}
+    per_slice: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
     for _ in range(repeats):
-        for name, fn in runs.items():
-            s.set_mask(edited)
-            s.add_point((float(ci.mean()), float(cj.mean()), k_edit), axis=2, propagate=False)
-            with variants[name]():
-                t = time.perf_counter()
-                n = len(list(s.propagate()))
-                per_slice[name].append((time.perf_counter() - t) * 1000 / max(n, 1))
-            slices[name] = n
+        for run in runs:
+            per_slice[run].append(edit(*run))
     assert prepared.encoder_calls == calls, "a timed edit encoded a slice"
     out: dict[str, Any] = {"engine": engine, "first_propagation_slices": first, "first_propagation_s": round(first_s, 1),
                            "edit_slices_repredicted": slices, "encoder_calls_during_edits": prepared.encoder_calls - calls}
-    for name, ts in per_slice.items():
-        out[f"edit ms per re-predicted slice | {name}"] = _summary(ts, per_slice["exact float32"])
+    for (sc, v), ts in per_slice.items():
+        name = v if sc.startswith("lost") else f"{v}, {sc}"  # the first scenario keeps its earlier key
+        out[f"edit ms per re-predicted slice | {name}"] = _summary(ts, per_slice[(sc, "exact float32")])
     return out
 
 
