@@ -81,3 +81,21 @@ def test_configs_and_checkpoint_configs_without_a_family_are_sam3d(tiny_config_d
     assert list(saved)[:2] == ["family", "model"] and list(saved)[-2:] == ["optim", "run"]
     before_families = {k: v for k, v in saved.items() if k != "family"}  # what older checkpoints hold
     assert build_config(before_families) == cfg == build_config(saved)
+
+
+def _held_out_hn_cases() -> set[str]:
+    """The held-out head-and-neck ids, as benchmarks/hn_ct_validation.sh evaluates them."""
+    script = (REPO / "benchmarks" / "hn_ct_validation.sh").read_text()
+    line = next(s for s in script.splitlines() if s.startswith("CASES="))
+    return set(line.removeprefix("CASES=").split(","))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_keeps_the_validation_cases_out(path):
+    cfg = load_config(path)
+    reference = {s.name: set(s.exclude) for s in load_config(REPO / "configs" / "sam3d_small.yaml").data.sources}
+    for source in cfg.data.sources:
+        if source.name == "hn_ct":
+            assert set(source.exclude) == _held_out_hn_cases()
+        elif source.name in ("la_mri", "acdc_mri"):
+            assert set(source.exclude) == reference[source.name]
