@@ -36,16 +36,17 @@ def has_vnni() -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def fused_ops_available() -> bool:
-    """Whether oneDNN's fused conv/linear + GELU/add ops exist here and compute what they should
-    (checked once, on tiny tensors, against the unfused ops)."""
+def fused_ops_available(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether oneDNN's fused conv/linear + GELU/add ops exist here for `dtype` and compute what they
+    should (checked once per dtype, on tiny tensors, against the unfused ops). oneDNN refuses bfloat16
+    without AVX512-BW/VL/DQ or AVX-NE-CONVERT (e.g. on AVX2-only CPUs): then False for bfloat16."""
     if not torch.backends.mkldnn.is_available():
         return False
     try:
         with torch.inference_mode():
             g = torch.Generator().manual_seed(0)
-            x = torch.randn(1, 8, 5, 5, generator=g).contiguous(memory_format=torch.channels_last)
-            w, b = torch.randn(8, 8, 1, 1, generator=g), torch.randn(8, generator=g)
+            x = torch.randn(1, 8, 5, 5, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+            w, b = torch.randn(8, 8, 1, 1, generator=g).to(dtype), torch.randn(8, generator=g).to(dtype)
             t, w2 = x.permute(0, 2, 3, 1), w[:, :, 0, 0]
             ref = F.conv2d(x, w, b)
             got = [
@@ -55,6 +56,7 @@ def fused_ops_available() -> bool:
                 torch.ops.mkldnn._linear_pointwise.binary(t, t, w2, b, "add").permute(0, 3, 1, 2),
             ]
             want = [F.gelu(ref), ref + x, F.gelu(ref), ref + x]
-            return all(torch.allclose(a, e, atol=1e-4) for a, e in zip(got, want))
+            atol = 1e-4 if dtype == torch.float32 else 0.1
+            return all(torch.allclose(a.float(), e.float(), atol=atol) for a, e in zip(got, want))
     except (AttributeError, RuntimeError, NotImplementedError):
         return False

@@ -336,7 +336,7 @@ def fast_encoder(model: Any, precision: str = "float32", *, fused: bool | None =
         model: a `Sam2D` or a `TinyViT` (BatchNorm running statistics are used whatever its mode).
         precision: "float32" (the exact encoder to ~5e-6), "bfloat16" or "int8" (CPU only).
         fused: use oneDNN's fused conv/linear + GELU/add kernels (CPU only); default: where
-            `fused_ops_available()`.
+            `fused_ops_available(dtype)` (for bfloat16 only where oneDNN has bf16 kernels: not on AVX2-only CPUs).
     Returns:
         a `FastEncoder`: images (B, 3, S, S) -> (B, P, n, n) float32 on the model's device.
     Raises:
@@ -352,11 +352,11 @@ def fast_encoder(model: Any, precision: str = "float32", *, fused: bool | None =
     device = next(encoder.parameters()).device
     if precision == "int8" and device.type != "cpu":
         raise ValueError("int8 (dynamic quantisation) runs on the CPU only")
+    dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
     if fused is None:
-        fused = device.type == "cpu" and fused_ops_available()
+        fused = device.type == "cpu" and fused_ops_available(dtype)
     elif fused and device.type != "cpu":
         raise ValueError("the fused oneDNN kernels run on the CPU only")
-    dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the quantisation helpers warn about their deprecation
         module = FastTinyViT(encoder, fused=fused, int8=precision == "int8").eval().to(device=device, dtype=dtype)
