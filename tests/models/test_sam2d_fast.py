@@ -188,3 +188,23 @@ def test_released_weights_through_slice_model(released):
     prepared.embeddings.clear()
     m_ref, _ = exact.segment(prepared, 2, 1, box_rc=box)
     assert m_ref.any() and np.array_equal(m_fast, m_ref)
+
+
+def test_bfloat16_warns_once_where_the_cpu_emulates_it(tiny, caplog, monkeypatch):
+    import logging
+
+    from voxsam.models.sam2d import fast
+
+    fast._warn_emulated_bf16.cache_clear()
+    monkeypatch.setattr(fast, "native_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING, logger=fast.__name__):
+        fast_encoder(tiny, "bfloat16")
+        fast_encoder(tiny, "bfloat16")
+        fast_encoder(tiny, "float32")
+    assert sum("emulated" in r.getMessage() for r in caplog.records) == 1
+    fast._warn_emulated_bf16.cache_clear()
+    monkeypatch.setattr(fast, "native_bf16", lambda: True)
+    with caplog.at_level(logging.WARNING, logger=fast.__name__):
+        caplog.clear()
+        fast_encoder(tiny, "bfloat16")
+    assert not caplog.records
