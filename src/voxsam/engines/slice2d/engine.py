@@ -7,8 +7,9 @@ Segmenting (no mask yet):
      slice along the axis). Its points, its latest box and its painted mask (a painted mask is taken as
      is and locked) give that slice's mask.
   2. Propagation, both directions at once (the viewer sees the object grow both ways): each decided slice
-     prompts the next with its bounding box (grown by `box_expand_px`), its binary mask, or both
-     (`propagation_prompt`), plus any clicks the user put on that slice. Painted slices are kept as given
+     prompts the next with its bounding box (of its parts of at least `box_min_part` of the largest: stray
+     pixels do not widen it; grown by `box_expand_px`), its binary mask, or both (`propagation_prompt`), plus
+     any clicks the user put on that slice. Painted slices are kept as given
      and prompt their neighbours.
   3. A direction ends where the object ends: an empty mask, fewer than `min_area_px` pixels, a predicted
      IoU under `stop_iou`, a mask stability under `min_stability` (SAM's stability score: the model is
@@ -38,8 +39,8 @@ from voxsam.engines.slice2d.extent import cross_view_extent, intensity_band
 from voxsam.engines.slice2d.interpolation import interpolate_masks
 from voxsam.engines.slice2d.loading import BUNDLED_DECODER, load_decoder, load_model
 from voxsam.engines.slice2d.options import Slice2DOptions
-from voxsam.engines.slice2d.slices import (PreparedVolume, SliceModel, SliceResult, bbox_rc, dice2d, grow_box_to, prepare_volume,
-                                           reaches_border)
+from voxsam.engines.slice2d.slices import (PreparedVolume, SliceModel, SliceResult, bbox_rc, dice2d, grow_box_to, main_parts_box,
+                                           prepare_volume, reaches_border)
 from voxsam.engines.slice2d.steps import Chain, anchor_slice, check_axis, interleave, next_visit, slice_prompts, visit_always
 from voxsam.engines.slice2d.window import candidate_windows, prompted_intensity
 from voxsam.errors import PromptError
@@ -236,7 +237,7 @@ class Slice2DEngine(Engine):
                 current = locked[k]
             else:
                 points, labels, user_box = slice_prompts(prepared, axis, k, prompts)
-                box = user_box if user_box is not None or o.propagation_prompt == "mask" else bbox_rc(prev)
+                box = user_box if user_box is not None or o.propagation_prompt == "mask" else main_parts_box(prev, o.box_min_part)
                 mask_prompt = prev if o.propagation_prompt != "box" else None
                 expand = 0.0 if user_box is not None else o.box_expand_px
                 result = self._segment_next(context, prepared, axis, k, points, labels, box, mask_prompt, expand)

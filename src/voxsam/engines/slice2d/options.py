@@ -18,6 +18,7 @@ class Slice2DOptions(EngineOptions):
     axis: Optional[int] = Field(None, ge=0, le=2, description="slice axis; default the prompt's slice axis, else the acquisition axis (largest spacing, axial when isotropic)")
     propagation_prompt: Literal["box", "mask", "box+mask"] = Field("box", description="what a decided slice gives the next one: its bounding box, its mask, or both")
     box_expand_px: float = Field(4.0, ge=0, le=64, allow_inf_nan=False, description="a propagated box grows by this many model-input pixels per side (the object changes between slices)")
+    box_min_part: float = Field(0.03, ge=0, lt=1, allow_inf_nan=False, description="a propagated box frames only the decided slice's connected parts of at least this fraction of its largest one (a few stray pixels beside the object can double the box; docs/benchmarks.md); 0 frames all")
     click_box_mm: tuple[float, ...] = Field((20.0, 40.0, 80.0, 160.0), description="clicks alone: also try boxes of these sizes (mm) around them and keep the best predicted IoU holding the clicks (see click_grow_iou)")
     click_grow_iou: float = Field(0.0, ge=0, le=1, allow_inf_nan=False, description="clicks alone: when the chosen mask reaches its box's border (the box cut the object), the first larger box (of click_box_mm and click_grow_mm) whose mask does not is taken instead if its predicted IoU is at most this much lower; 0 disables")
     click_grow_mm: tuple[float, ...] = Field((60.0, 120.0), description="clicks alone: box sizes (mm) tried only when growing a cut mask (click_grow_iou)")

@@ -309,6 +309,24 @@ def bbox_rc(mask: np.ndarray) -> np.ndarray | None:
     return np.array([rows[0], cols[0], rows[-1], cols[-1]], dtype=np.float64)
 
 
+def main_parts_box(mask: np.ndarray, min_part: float) -> np.ndarray | None:
+    """`bbox_rc` of a 2D mask's connected parts of at least `min_part` times its largest part's area (0: all).
+
+    A decoded mask often carries a few stray pixels beside the object; one of them can double the box that
+    prompts the next slice, and the decoder then answers another structure inside it.
+    """
+    if min_part <= 0:
+        return bbox_rc(mask)
+    from scipy import ndimage
+
+    parts, n = ndimage.label(mask)
+    if n <= 1:
+        return bbox_rc(mask)
+    areas = np.bincount(parts.ravel())[1:]
+    keep = np.flatnonzero(areas >= min_part * areas.max()) + 1
+    return bbox_rc(np.isin(parts, keep))
+
+
 def dice2d(a: np.ndarray, b: np.ndarray) -> float:
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
