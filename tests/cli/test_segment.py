@@ -59,3 +59,19 @@ def test_segment_truncated_checkpoint_exit_2(image: Path, tmp_path: Path, capsys
     with pytest.raises(SystemExit) as info:
         main(["segment", str(image), "--engine", "sam3d", "--point", "20,18,15", "--checkpoint", str(bad), "--out", str(tmp_path / "m.nii.gz")])
     assert info.value.code == 2
+
+
+def test_segment_defaults_to_slice2d(image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import voxsam.cli.engine_args as engine_args
+    from tests.session.fakes import CubeEngine
+
+    built: list[str] = []
+
+    def record(name, *a, **k):  # type: ignore[no-untyped-def]
+        built.append(name)
+        return CubeEngine()
+
+    monkeypatch.setattr(engine_args, "build_engine", record)
+    out = tmp_path / "m.nii.gz"
+    main(["segment", str(image), "--point", "20,18,15", "--out", str(out)])
+    assert built == ["slice2d"] and read_volume(out).shape == (40, 36, 30)
