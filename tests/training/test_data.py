@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -37,6 +38,26 @@ def test_cache_is_built_once(tiny_config_dict):
     again, _ = prepare_cache(cases, 1.5, cfg.data.cache_dir)
     assert [(e.folder / "meta.json").stat().st_mtime_ns for e in again] == stamp
     assert set(first[0].label_stats) == {1, 2}
+
+
+def test_cache_follows_file_contents_not_paths_or_times(tiny_config_dict, tmp_path):
+    import os
+    import shutil
+
+    from voxsam.training.data import TrainCase, _cache_key
+    from voxsam.training.slice2d_data import _files_key
+
+    case = list_cases(build_config(tiny_config_dict).data.sources[0])[0]
+    copy = tmp_path / "copied"
+    copy.mkdir()
+    moved = TrainCase(case.source, case.case_id, tuple(Path(shutil.copy(p, copy)) for p in case.image_paths),
+                      Path(shutil.copy(case.label_path, copy / ("label_" + case.label_path.name))), case.modality)
+    os.utime(moved.label_path, ns=(1, 1))  # a re-mounted or copied data folder: other paths and times
+    assert _cache_key(moved, 1.5) == _cache_key(case, 1.5) and _files_key(moved) == _files_key(case)
+    data = bytearray(moved.label_path.read_bytes())
+    data[-1] ^= 1  # an edited label
+    moved.label_path.write_bytes(bytes(data))
+    assert _cache_key(moved, 1.5) != _cache_key(case, 1.5) and _files_key(moved) != _files_key(case)
 
 
 def test_cached_crop_equals_the_engine_crop(tmp_path):

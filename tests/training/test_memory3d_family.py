@@ -72,3 +72,20 @@ def test_window_samples_and_loss_reach_the_memory(tmp_path: Path) -> None:
     assert out_proj, "no gradient reached memory attention"
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.boundary_head.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.srpp_head.parameters())
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_decoder_trains_only_the_memory(tmp_path: Path, freeze: bool) -> None:
+    from voxsam.training.family import plain_parameter_groups
+    from voxsam.training.memory3d_family import Memory3DFamily
+
+    cfg = Memory3DTrainConfig.model_validate({
+        "family": "memory3d", "model": {"pretrained": False, "freeze_decoder": freeze, "overrides": {"num_layers": 1}},
+        "data": {"sources": [{"name": "s", "path": str(tmp_path)}]}, "run": {"out_dir": str(tmp_path / "run"), "steps": 1}})
+    model = Memory3DFamily().build(cfg)
+    trains = {n.split(".")[0]: p.requires_grad for n, p in model.named_parameters()}
+    assert trains["memory_attention"] and trains["memory_encoder"]
+    assert trains["mask_decoder"] is not freeze and trains["prompt_encoder"] is not freeze
+    grouped = sum(p.numel() for g in plain_parameter_groups(model, cfg.optim) for p in g["params"])
+    decoder = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("mask_decoder.", "prompt_encoder.")))
+    assert grouped == sum(p.numel() for p in model.parameters()) - (decoder if freeze else 0)

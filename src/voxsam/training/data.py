@@ -5,7 +5,7 @@
 2. `prepare_cache` resamples every case once onto its canonical grid (closest-RAS axes, `spacing_mm`,
    anchored like the engine's crops, so a training crop has exactly the voxels the engine would sample),
    clamps CT, and stores `image.npy` / `label.npy` (memory-mapped later) and `meta.json` (per-label voxel
-   counts and bounding boxes). A cache entry is keyed by the files' paths, sizes and mtimes.
+   counts and bounding boxes). A cache entry is keyed by the files' contents (`hash_case_files`).
 3. `TrainSamples[i]` is a pure function of (seed, i): source by weight, case uniformly, target label
    uniformly among the case's labels (so small structures are not drowned by large ones), a random target
    voxel placed at a random fraction `offset_range` of the crop, optional label-map synthesis, augmentation,
@@ -118,15 +118,23 @@ def canonical_grid(shape: tuple[int, int, int], affine: np.ndarray, spacing: flo
     return tuple(int(d) + 2 * GRID_PAD for d in np.maximum(dims, 1)), grid  # type: ignore[return-value]
 
 
-def _cache_key(case: TrainCase, spacing: float) -> str:
-    h = hashlib.sha1()
-    h.update(f"v{CACHE_VERSION}|{spacing:.6f}|{case.modality}".encode())
+def hash_case_files(h: Any, case: TrainCase) -> Any:
+    """Feed a case's image and label files to hash `h` by content (names within a folder, sizes, bytes), not
+    by path or time: a copied or re-mounted data folder keeps its caches, an edited file gets new ones."""
     for p in (*case.image_paths, case.label_path):
-        files = sorted(Path(p).rglob("*")) if Path(p).is_dir() else [Path(p)]
+        root = Path(p)
+        files = sorted(f for f in root.rglob("*") if f.is_file()) if root.is_dir() else [root]
         for f in files:
-            st = f.stat()
-            h.update(f"|{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
+            h.update(f"|{f.relative_to(root) if root.is_dir() else ''}|{f.stat().st_size}|".encode())
+            with open(f, "rb") as stream:
+                for chunk in iter(lambda: stream.read(1 << 20), b""):
+                    h.update(chunk)
+    return h
+
+
+def _cache_key(case: TrainCase, spacing: float) -> str:
+    h = hashlib.sha1(f"v{CACHE_VERSION}|{spacing:.6f}|{case.modality}".encode())
+    return str(hash_case_files(h, case).hexdigest()[:16])
 
 
 def _label_stats(label: np.ndarray, wanted: tuple[int, ...]) -> dict[int, dict[str, Any]]:

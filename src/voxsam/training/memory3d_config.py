@@ -21,6 +21,9 @@ class Memory3DModelSection(ModelSectionBase):
         "(src/voxsam/weights/slice2d_decoder.pt) or LiteMedSAM's as released.")
     srpp: bool = Field(default=True, description="Slice relative position prediction head and loss.")
     bd: bool = Field(default=True, description="Boundary detection head and loss.")
+    freeze_decoder: bool = Field(default=False, description="Train only the memory (memory encoder, memory "
+                                 "attention, heads): the prompt encoder and mask decoder stay as they start, so an "
+                                 "untrained memory decodes exactly as the decoder it starts from.")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Memory3DConfig fields (e.g. memory_pool).")
     pretrained: bool = Field(default=True, description="Encode with the released LiteMedSAM encoder (false: "
                              "a random one, tests only).")

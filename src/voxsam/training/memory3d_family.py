@@ -41,6 +41,7 @@ class Memory3DFamily:
 
     def build(self, cfg: Memory3DTrainConfig) -> nn.Module:
         from voxsam.models.memory3d import build_memory3d, load_memory3d
+        from voxsam.models.memory3d.build import DECODER_PREFIXES
         from voxsam.models.sam2d import load_litemedsam
 
         m = cfg.model
@@ -52,8 +53,9 @@ class Memory3DFamily:
             sam2d = load_litemedsam().float() if m.pretrained else None
             model = build_memory3d(m.preset, sam2d=sam2d, decoder_weights="bundled" if m.decoder == "bundled" and m.pretrained else None,
                                    srpp=m.srpp, bd=m.bd, **m.overrides)
-        for p in model.parameters():
-            p.requires_grad_(True)
+        frozen = DECODER_PREFIXES if m.freeze_decoder else ()
+        for name, p in model.named_parameters():
+            p.requires_grad_(not name.startswith(frozen))
         return model.float().train()
 
     def load_weights(self, path: Path, *, trust: bool = False) -> tuple[nn.Module, dict[str, Any]]:

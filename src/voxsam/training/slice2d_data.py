@@ -43,12 +43,9 @@ Progress = Callable[[int, int, str], None]
 
 
 def _files_key(case: TrainCase) -> str:
-    h = hashlib.sha1(f"v{CACHE_VERSION}|{case.modality}|{case.labels}".encode())
-    for p in (*case.image_paths, case.label_path):
-        files = sorted(Path(p).rglob("*")) if Path(p).is_dir() else [Path(p)]
-        for f in files:
-            st = f.stat()
-            h.update(f"|{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    from voxsam.training.data import hash_case_files
+
+    h = hash_case_files(hashlib.sha1(f"v{CACHE_VERSION}|{case.modality}|{case.labels}".encode()), case)
     return f"{case.source}__{case.case_id}__{h.hexdigest()[:12]}"
 
 
