@@ -53,11 +53,17 @@ def test_cache_follows_file_contents_not_paths_or_times(tiny_config_dict, tmp_pa
     moved = TrainCase(case.source, case.case_id, tuple(Path(shutil.copy(p, copy)) for p in case.image_paths),
                       Path(shutil.copy(case.label_path, copy / ("label_" + case.label_path.name))), case.modality)
     os.utime(moved.label_path, ns=(1, 1))  # a re-mounted or copied data folder: other paths and times
-    assert _cache_key(moved, 1.5) == _cache_key(case, 1.5) and _files_key(moved) == _files_key(case)
+    memo = tmp_path / "memo"
+    key, files_key = _cache_key(case, 1.5), _files_key(case)
+    assert _cache_key(moved, 1.5) == key and _files_key(moved) == files_key
+    assert _cache_key(moved, 1.5, memo) == key and _files_key(moved, memo) == files_key  # computed, remembered
+    assert len(list((memo / "content_keys").iterdir())) == 2
+    assert _cache_key(moved, 1.5, memo) == key and _files_key(moved, memo) == files_key  # read back
     data = bytearray(moved.label_path.read_bytes())
-    data[-1] ^= 1  # an edited label
+    data[-1] ^= 1  # an edited label (a new mtime: the remembered keys no longer apply)
     moved.label_path.write_bytes(bytes(data))
-    assert _cache_key(moved, 1.5) != _cache_key(case, 1.5) and _files_key(moved) != _files_key(case)
+    assert _cache_key(moved, 1.5, memo) != key and _files_key(moved, memo) != files_key
+    assert _cache_key(moved, 1.5) != key
 
 
 def test_cached_crop_equals_the_engine_crop(tmp_path):

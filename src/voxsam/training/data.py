@@ -17,6 +17,7 @@ import fnmatch
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -118,23 +119,55 @@ def canonical_grid(shape: tuple[int, int, int], affine: np.ndarray, spacing: flo
     return tuple(int(d) + 2 * GRID_PAD for d in np.maximum(dims, 1)), grid  # type: ignore[return-value]
 
 
+def _case_files(case: TrainCase) -> list[tuple[Path, str]]:
+    """(file, name within its folder or '') of every image and label file of a case, in a fixed order."""
+    out: list[tuple[Path, str]] = []
+    for p in (*case.image_paths, case.label_path):
+        root = Path(p)
+        if root.is_dir():
+            out += [(f, str(f.relative_to(root))) for f in sorted(f for f in root.rglob("*") if f.is_file())]
+        else:
+            out.append((root, ""))
+    return out
+
+
 def hash_case_files(h: Any, case: TrainCase) -> Any:
     """Feed a case's image and label files to hash `h` by content (names within a folder, sizes, bytes), not
     by path or time: a copied or re-mounted data folder keeps its caches, an edited file gets new ones."""
-    for p in (*case.image_paths, case.label_path):
-        root = Path(p)
-        files = sorted(f for f in root.rglob("*") if f.is_file()) if root.is_dir() else [root]
-        for f in files:
-            h.update(f"|{f.relative_to(root) if root.is_dir() else ''}|{f.stat().st_size}|".encode())
-            with open(f, "rb") as stream:
-                for chunk in iter(lambda: stream.read(1 << 20), b""):
-                    h.update(chunk)
+    for f, name in _case_files(case):
+        h.update(f"|{name}|{f.stat().st_size}|".encode())
+        with open(f, "rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                h.update(chunk)
     return h
 
 
-def _cache_key(case: TrainCase, spacing: float) -> str:
-    h = hashlib.sha1(f"v{CACHE_VERSION}|{spacing:.6f}|{case.modality}".encode())
-    return str(hash_case_files(h, case).hexdigest()[:16])
+def content_key(case: TrainCase, salt: str, memo_dir: Path | None = None) -> str:
+    """SHA-1 (hex) of `salt` and the case's file contents (`hash_case_files`). With `memo_dir`, the key is
+    remembered there under the files' paths, sizes and mtimes, so unchanged files are read once, not on every run
+    (a copied, re-mounted or edited file is hashed again)."""
+    memo = None
+    if memo_dir is not None:
+        stamp = hashlib.sha1(salt.encode())
+        for f, _ in _case_files(case):
+            st = f.stat()
+            stamp.update(f"|{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        memo = Path(memo_dir) / "content_keys" / f"{stamp.hexdigest()}.txt"
+        if memo.is_file():
+            known = memo.read_text().strip()
+            if len(known) == 40:
+                return known
+    key = str(hash_case_files(hashlib.sha1(salt.encode()), case).hexdigest())
+    if memo is not None:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
+        tmp.write_text(key)
+        os.replace(tmp, memo)
+    return key
+
+
+def _cache_key(case: TrainCase, spacing: float, memo_dir: Path | None = None) -> str:
+    return content_key(case, f"v{CACHE_VERSION}|{spacing:.6f}|{case.modality}", memo_dir)[:16]
 
 
 def _label_stats(label: np.ndarray, wanted: tuple[int, ...]) -> dict[int, dict[str, Any]]:
@@ -197,7 +230,7 @@ def _build_entry(case: TrainCase, spacing: float, folder: Path) -> None:
 
 
 def load_cached(case: TrainCase, spacing: float, cache_dir: Path) -> CachedCase | None:
-    folder = Path(cache_dir) / f"{case.source}__{case.case_id}__{_cache_key(case, spacing)}"
+    folder = Path(cache_dir) / f"{case.source}__{case.case_id}__{_cache_key(case, spacing, cache_dir)}"
     meta_file = folder / "meta.json"
     if not meta_file.is_file():
         return None
@@ -220,7 +253,7 @@ def prepare_cache(
             if progress:
                 progress(i, len(cases), f"{case.source}/{case.case_id}")
             try:
-                folder = cache_dir / f"{case.source}__{case.case_id}__{_cache_key(case, spacing)}"
+                folder = cache_dir / f"{case.source}__{case.case_id}__{_cache_key(case, spacing, cache_dir)}"
                 _build_entry(case, spacing, folder)
             except VoxsamError as exc:
                 problems.append(f"{case.source}/{case.case_id}: {exc}")

@@ -42,11 +42,10 @@ CACHE_VERSION = 1
 Progress = Callable[[int, int, str], None]
 
 
-def _files_key(case: TrainCase) -> str:
-    from voxsam.training.data import hash_case_files
+def _files_key(case: TrainCase, memo_dir: Path | None = None) -> str:
+    from voxsam.training.data import content_key
 
-    h = hash_case_files(hashlib.sha1(f"v{CACHE_VERSION}|{case.modality}|{case.labels}".encode()), case)
-    return f"{case.source}__{case.case_id}__{h.hexdigest()[:12]}"
+    return f"{case.source}__{case.case_id}__{content_key(case, f'v{CACHE_VERSION}|{case.modality}|{case.labels}', memo_dir)[:12]}"
 
 
 def _save(path: Path, save: Callable[[Any], None]) -> None:
@@ -103,7 +102,7 @@ class Survey:
 def survey_case(case: TrainCase, cache_dir: Path) -> Survey:
     from voxsam.engines.base import acquisition_axis
 
-    key = _files_key(case)
+    key = _files_key(case, cache_dir)
     path = cache_dir / "cases" / f"{key}.json"
     if path.is_file():
         d = json.loads(path.read_text())
