@@ -69,6 +69,18 @@ def test_folded_float32_equals_exact_tiny(tiny, fused):
     torch.testing.assert_close(enc(x[1:]), out[1:], rtol=0, atol=TOL)
 
 
+def test_last_stage_input_is_what_the_last_stage_receives(tiny):
+    """`last_stage_input=True` stops before the last stage: that stage + neck applied to it give the embedding."""
+    x = _images(2, 64, seed=3)
+    enc = fast_encoder(tiny, "float32")
+    feats = enc(x, last_stage_input=True)
+    assert feats.shape == (2, 48, 16, 16) and feats.dtype == torch.float32 and feats.is_contiguous()
+    with torch.inference_mode():
+        emb = tiny.image_encoder.neck(tiny.image_encoder.layers[-1](feats))
+        ref = tiny.encode(x)
+    assert (emb - ref).abs().max().item() <= TOL
+
+
 def test_stage0_bands_equal_the_whole_grid(tiny):
     x = _images(1, 64, seed=2)
     enc = fast_encoder(tiny, "float32")

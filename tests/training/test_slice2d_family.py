@@ -266,3 +266,53 @@ def test_train_resume_and_export(tiny_msd: Path, tmp_path: Path) -> None:
     for k, v in full.state_dict().items():
         if k in ref:
             assert torch.allclose(v, ref[k], atol=1e-2, rtol=1e-2), k
+
+
+def test_trained_last_stage_caches_its_input_and_ships_with_the_decoder(tiny_msd: Path, tmp_path: Path) -> None:
+    """`model.train_last_stage`: the cache holds the last stage's input, training changes that stage and the
+    neck, the exported file carries them, and `load_decoder` makes a full model encode with them."""
+    from voxsam.training.export import export_weights
+
+    raw = _cfg(tiny_msd, tmp_path, batch=2, steps=2).model_dump(mode="json")
+    raw["model"]["train_last_stage"] = True
+    cfg = build_config(raw)
+    fam = get_family("slice2d")
+    data = fam.dataset(cfg)
+    f = next((tmp_path / "cache").rglob("a*_*.npy"))
+    assert f.parent.parent.name.endswith("_last_stage_input")
+    case = f.parent.name.split("__")[1]
+    start = full_model(cfg).eval()
+    x, _ = model_input(prepare_volume(read_volume(tiny_msd / "imagesTr" / f"{case}.nii.gz"), 16),
+                       int(f.stem[1]), int(f.stem.split("_")[1]))
+    with torch.inference_mode():
+        emb = start.encode(torch.from_numpy(x)[None])
+        cached = torch.from_numpy(np.load(f)).float()[None]
+        assert cached.shape == (1, TINY["embed_dims"][-1], 64, 64)
+        tail = start.image_encoder
+        via_cache = tail.neck(tail.layers[-1](cached))
+    assert (via_cache - emb).abs().max().item() < 1e-2 * max(1.0, emb.abs().max().item())  # float16 cache
+    assert data.samples[0]["emb"].shape == cached.shape[1:]
+
+    result = train(cfg)
+    assert result["step"] == 2 and np.isfinite(result["metrics"]["loss"])
+    out = tmp_path / "decoder.pt"
+    info = export_weights(tmp_path / "run" / "model.pt", out, family="slice2d")
+    assert info["dice_fp32_vs_stored"] > 0.99
+    state = torch.load(out, weights_only=True)
+    last = len(TINY["depths"]) - 1
+    assert any(k.startswith(f"image_encoder.layers.{last}.") for k in state)
+    assert any(k.startswith("image_encoder.neck.") for k in state)
+    assert not any(k.startswith(("image_encoder.layers.0.", "image_encoder.patch_embed.")) for k in state)
+    key = next(k for k in state if k.startswith(f"image_encoder.layers.{last}.") and k.endswith("qkv.weight"))
+    assert not torch.allclose(state[key].float(), start.state_dict()[key], atol=1e-4)  # it was trained
+
+    full = full_model(cfg).eval()
+    load_decoder(full, out)
+    with torch.inference_mode():
+        new_emb = full.encode(torch.from_numpy(x)[None])
+        expect = full.image_encoder.neck(full.image_encoder.layers[-1](cached))
+    assert (new_emb - expect).abs().max().item() < 1e-2 * max(1.0, new_emb.abs().max().item())
+    assert not torch.allclose(new_emb, emb, atol=1e-4)
+    # the engine's fast encoder, built after loading, encodes with the trained tail
+    fast = SliceModel(full).encoder()(torch.from_numpy(x)[None])
+    assert (fast - new_emb).abs().max().item() < 1e-4 * max(1.0, new_emb.abs().max().item())

@@ -17,6 +17,8 @@ class Slice2DModelSection(ModelSectionBase):
     preset: Literal["litemedsam"] = "litemedsam"
     pretrained: bool = Field(default=True, description="Start from (and encode with) the released LiteMedSAM weights.")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Sam2DConfig fields (random models only: tests).")
+    train_last_stage: bool = Field(default=False, description="Train the image encoder's last stage and neck too "
+                                   "(their input is cached instead of the embedding: 320 x 64 x 64 float16 per slice).")
 
 
 class Slice2DDataSection(_Strict):

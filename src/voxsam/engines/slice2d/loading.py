@@ -27,8 +27,14 @@ def load_model(options: Slice2DOptions) -> Any:
     return model
 
 
+DECODER_PREFIXES = ("prompt_encoder.", "mask_decoder.")
+#: a decoder file may also hold the encoder's last stage and neck, trained with it (`model.train_last_stage`)
+TAIL_PREFIXES = ("image_encoder.layers.", "image_encoder.neck.")
+
+
 def read_decoder_state(path: Any) -> dict[str, Any]:
-    """The state dict of a decoder file (prompt_encoder.* + mask_decoder.* weights), or a CheckpointError."""
+    """The state dict of a decoder file (prompt_encoder.* + mask_decoder.* weights, optionally the encoder's
+    last stage + neck), or a CheckpointError."""
     import torch
 
     from voxsam.errors import CheckpointError
@@ -40,17 +46,24 @@ def read_decoder_state(path: Any) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a bad checkpoint
         raise CheckpointError(f"{path}: unreadable decoder weights ({type(exc).__name__})") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not state or not all(k.startswith(("prompt_encoder.", "mask_decoder.")) for k in state):
+    if (not isinstance(state, dict) or not any(k.startswith(DECODER_PREFIXES) for k in state)
+            or not all(k.startswith(DECODER_PREFIXES + TAIL_PREFIXES) for k in state)):
         raise CheckpointError(f"{path}: not a slice2d decoder file (expected prompt_encoder.* and mask_decoder.* weights)")
     return state
 
 
 def load_decoder(model: Any, path: Any) -> None:
-    """Load fine-tuned prompt-encoder + mask-decoder weights (a state dict with those key prefixes)."""
+    """Load fine-tuned prompt-encoder + mask-decoder weights (a state dict with those key prefixes), and the
+    encoder's last stage + neck when the file has them (call before the first encoding: the fast encoder is a
+    snapshot of the weights it was built from)."""
     from voxsam.errors import CheckpointError
 
     state = read_decoder_state(path)
-    missing = [k for k in model.state_dict() if k.startswith(("prompt_encoder.", "mask_decoder.")) and k not in state]
+    own = model.state_dict()
+    missing = [k for k in own if k.startswith(DECODER_PREFIXES) and k not in state]
     if missing:
         raise CheckpointError(f"{path}: {len(missing)} decoder weights missing, e.g. {missing[0]}")
+    unknown = [k for k in state if k not in own or tuple(own[k].shape) != tuple(state[k].shape)]
+    if unknown:
+        raise CheckpointError(f"{path}: {len(unknown)} weights do not fit this model, e.g. {unknown[0]}")
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)

@@ -279,8 +279,9 @@ class FastTinyViT(nn.Module):
             x = block(x)
         return x if self.merge0 is None else self.merge0.conv1(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, 3, S, S) channels-last, in the module's dtype -> (B, P, n, n) channels-last."""
+    def forward(self, x: Tensor, last_stage_input: bool = False) -> Tensor:
+        """(B, 3, S, S) channels-last, in the module's dtype -> (B, P, n, n) channels-last; with
+        `last_stage_input` the map the last attention stage receives instead (B, C_last, n, n)."""
         if not self.stem_pointwise:
             x = self.stem2(self.stem1(x))
         h = x.shape[2]
@@ -299,7 +300,9 @@ class FastTinyViT(nn.Module):
             x = torch.cat(bands, dim=2)
         if self.merge0 is not None:
             x = self.merge0.conv3(self.merge0.conv2(x))
-        for blocks, merge in zip(self.stages, self.merges):
+        for i, (blocks, merge) in enumerate(zip(self.stages, self.merges)):
+            if last_stage_input and i == len(self.stages) - 1:
+                return x
             y = x.permute(0, 2, 3, 1)  # NHWC view of the channels-last map: no copy
             for block in blocks:  # type: ignore[union-attr, attr-defined]
                 y = block(y)
@@ -317,8 +320,10 @@ class FastEncoder:
         self.module, self.precision, self.dtype, self.device = module, precision, dtype, device
         self.image_size, self.in_chans = image_size, in_chans
 
-    def __call__(self, images: Tensor) -> Tensor:
-        """Like `Sam2D.encode`: images moved to the encoder's device; float32 result, no autograd.
+    def __call__(self, images: Tensor, *, last_stage_input: bool = False) -> Tensor:
+        """Like `Sam2D.encode`: images moved to the encoder's device; float32 result, no autograd. With
+        `last_stage_input`: the input of the encoder's last stage (what training caches when that stage
+        is trained, `voxsam.training.slice2d_family`), (B, C_last, n, n).
 
         Raises:
             InvalidImageError: wrong shape or non-finite pixels.
@@ -333,7 +338,8 @@ class FastEncoder:
             if not bool(torch.isfinite(images).all()):
                 raise InvalidImageError("fast encoder: image contains NaN or infinite pixels")
             x = images.to(device=self.device, dtype=self.dtype).contiguous(memory_format=torch.channels_last)
-            return self.module(x).to(dtype=torch.float32, memory_format=torch.contiguous_format)
+            out = self.module(x, last_stage_input)
+            return out.to(dtype=torch.float32, memory_format=torch.contiguous_format)
 
     def __repr__(self) -> str:
         return f"FastEncoder(precision={self.precision!r}, device={self.device})"
