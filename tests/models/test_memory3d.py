@@ -348,9 +348,14 @@ def test_decoder_weights_from_slice2d_file(tmp_path):
         model = build_memory3d("litemedsam_mem", decoder_weights="bundled", srpp=False, bd=False)
         state = torch.load(BUNDLED_SLICE2D_DECODER, weights_only=True)
         own = model.state_dict()
-        assert all(torch.equal(own[k], v.float()) for k, v in state.items())
+        assert all(torch.equal(own[k], v.float()) for k, v in state.items() if k.startswith(("prompt_encoder.", "mask_decoder.")))
     model = tiny()
     decoder = {k: v for k, v in model.state_dict().items() if k.startswith(("prompt_encoder.", "mask_decoder."))}
+    # a slice2d file that also carries a trained encoder tail: the decoder part loads, the tail is left out
+    torch.save({**{k: v * 0 + 0.25 for k, v in decoder.items()}, "image_encoder.neck.0.weight": torch.ones(2, 2, 1, 1)},
+               tmp_path / "with_tail.pt")
+    loaded = build_memory3d(model.config, decoder_weights=tmp_path / "with_tail.pt")
+    assert bool((loaded.mask_decoder.iou_token.weight == 0.25).all())
     torch.save({k: v * 0 + 0.5 for k, v in decoder.items()}, tmp_path / "dec.pt")
     loaded = build_memory3d(model.config, decoder_weights=tmp_path / "dec.pt")
     assert bool((loaded.mask_decoder.iou_token.weight == 0.5).all())

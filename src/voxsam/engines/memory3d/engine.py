@@ -21,6 +21,7 @@ import numpy as np
 from voxsam.engines.memory3d.options import Memory3DOptions
 from voxsam.engines.options import validate_options
 from voxsam.engines.slice2d.engine import Slice2DEngine
+from voxsam.engines.slice2d.loading import load_model
 from voxsam.engines.slice2d.slices import PreparedVolume, SliceInput, SliceResult
 from voxsam.errors import CheckpointError
 from voxsam.prompts import Box, Point, PromptSet
@@ -54,6 +55,10 @@ class Memory3DEngine(Slice2DEngine):
         elif overrides:
             options = options.model_copy(update=dict(validate_options("memory3d", Memory3DOptions, overrides).model_dump(exclude_unset=True)))
         assert isinstance(options, Memory3DOptions)
+        if model is None:
+            # the released encoder, whatever encoder tail a slice2d decoder file carries: the memory was
+            # trained on its embeddings
+            model = load_model(options, encoder_tail=False)
         super().__init__(options, model)
         self.options: Memory3DOptions = options
         self.memory = (memory if memory is not None else load_memory_model(options, self.slices.model)).float().eval()

@@ -10,8 +10,10 @@ from voxsam.engines.slice2d.options import Slice2DOptions
 BUNDLED_DECODER = Path(__file__).resolve().parents[2] / "weights" / "slice2d_decoder.pt"
 
 
-def load_model(options: Slice2DOptions) -> Any:
-    """LiteMedSAM (`options.weights`) with the decoder the options name: the bundled fine-tuned one by default."""
+def load_model(options: Slice2DOptions, encoder_tail: bool = True) -> Any:
+    """LiteMedSAM (`options.weights`) with the decoder the options name: the bundled fine-tuned one by default,
+    and the encoder's last stage + neck when that file has them and `encoder_tail` (memory3d passes False: its
+    memory was trained on the released encoder's embeddings)."""
     from voxsam.models.sam2d import load_sam2d_weights
 
     model = load_sam2d_weights(options.weights, options.device)
@@ -23,7 +25,7 @@ def load_model(options: Slice2DOptions) -> Any:
         return model
     decoder = options.decoder if options.decoder is not None else (BUNDLED_DECODER if BUNDLED_DECODER.is_file() else None)
     if decoder is not None:
-        load_decoder(model, decoder)
+        load_decoder(model, decoder, encoder_tail)
     return model
 
 
@@ -52,13 +54,15 @@ def read_decoder_state(path: Any) -> dict[str, Any]:
     return state
 
 
-def load_decoder(model: Any, path: Any) -> None:
+def load_decoder(model: Any, path: Any, encoder_tail: bool = True) -> None:
     """Load fine-tuned prompt-encoder + mask-decoder weights (a state dict with those key prefixes), and the
-    encoder's last stage + neck when the file has them (call before the first encoding: the fast encoder is a
-    snapshot of the weights it was built from)."""
+    encoder's last stage + neck when the file has them and `encoder_tail` (call before the first encoding: the
+    fast encoder is a snapshot of the weights it was built from)."""
     from voxsam.errors import CheckpointError
 
     state = read_decoder_state(path)
+    if not encoder_tail:
+        state = {k: v for k, v in state.items() if k.startswith(DECODER_PREFIXES)}
     own = model.state_dict()
     missing = [k for k in own if k.startswith(DECODER_PREFIXES) and k not in state]
     if missing:

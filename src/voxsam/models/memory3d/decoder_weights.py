@@ -19,6 +19,7 @@ from voxsam.errors import CheckpointError
 #: slice2d's fine-tuned prompt encoder + mask decoder shipped with voxsam (weights/SLICE2D_MODEL_CARD.md)
 BUNDLED_SLICE2D_DECODER = Path(__file__).resolve().parents[2] / "weights" / "slice2d_decoder.pt"
 PREFIXES = ("prompt_encoder.", "mask_decoder.")
+TAIL_PREFIXES = ("image_encoder.layers.", "image_encoder.neck.")
 
 
 def load_checked(path: Path, what: str) -> Any:
@@ -35,7 +36,9 @@ def load_checked(path: Path, what: str) -> Any:
 
 
 def read_decoder_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
-    """The ``prompt_encoder.*`` + ``mask_decoder.*`` tensors of a decoder file, as float32.
+    """The ``prompt_encoder.*`` + ``mask_decoder.*`` tensors of a decoder file, as float32 (an image-encoder
+    tail the file may also hold, ``image_encoder.layers.*`` / ``image_encoder.neck.*``, is left out: memory3d
+    runs on the released encoder).
 
     Raises:
         CheckpointError: missing, unreadable, or not a decoder file.
@@ -43,10 +46,10 @@ def read_decoder_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     p = Path(path)
     state = load_checked(p, "decoder weights")
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(k, str) and k.startswith(PREFIXES) and isinstance(v, Tensor) for k, v in state.items()):
+    if not isinstance(state, dict) or not any(isinstance(k, str) and k.startswith(PREFIXES) for k in state) or not all(
+            isinstance(k, str) and k.startswith(PREFIXES + TAIL_PREFIXES) and isinstance(v, Tensor) for k, v in state.items()):
         raise CheckpointError(f"{p}: not a slice2d decoder file (expected prompt_encoder.* and mask_decoder.* weights)")
-    return {k: v.float() for k, v in state.items()}
+    return {k: v.float() for k, v in state.items() if k.startswith(PREFIXES)}
 
 
 def load_decoder_weights(model: nn.Module, path: Any) -> None:
