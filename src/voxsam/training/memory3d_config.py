@@ -18,7 +18,7 @@ class Memory3DModelSection(ModelSectionBase):
     preset: Literal["litemedsam_mem"] = "litemedsam_mem"
     decoder: Literal["bundled", "litemedsam"] = Field(
         default="bundled", description="Prompt encoder + mask decoder to start from: slice2d's fine-tuned ones "
-        "(src/voxsam/weights/slice2d_decoder.pt) or LiteMedSAM's as released.")
+        "(src/voxsam/weights/slice2d_decoder.pt; an encoder tail in that file is left out) or LiteMedSAM's as released.")
     srpp: bool = Field(default=True, description="Slice relative position prediction head and loss.")
     bd: bool = Field(default=True, description="Boundary detection head and loss.")
     freeze_decoder: bool = Field(default=False, description="Train only the memory (memory encoder, memory "
