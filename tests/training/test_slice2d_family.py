@@ -236,6 +236,44 @@ def test_samples_are_a_pure_function_of_seed_and_index(tiny_msd: Path, tmp_path:
     assert batch["emb"].shape == (4, 32, 64, 64) and batch["valid"].shape == (4, 256, 256)
 
 
+def test_slices_past_the_ends_teach_an_empty_answer_to_the_last_slices_prompt(tiny_msd: Path, tmp_path: Path) -> None:
+    """beyond_ends caches the slice just past each end of every target (acquisition axis); p_beyond draws
+    samples there: an empty target, prompted by the box / mask of the neighbour that still holds the label."""
+    from voxsam.training.slice2d_data import make_plan, survey_sources
+
+    raw = _cfg(tiny_msd, tmp_path).model_dump(mode="json")
+    raw["data"]["beyond_ends"] = True
+    raw["prompts"] = {"p_beyond": 1.0}
+    cfg = build_config(raw)
+    surveys, _ = survey_sources(cfg.data.sources, cfg.data.cache_dir)
+    items = make_plan(surveys, cfg.data)
+    past = [(t, k) for t, k in items if t.is_beyond(k)]
+    targets = {id(t): t for t, _ in items}.values()
+    assert past and len(past) == sum(len(t.beyond) for t in targets)
+    for t, k in past:
+        assert t.axis == t.survey.acq_axis and k not in t.valid
+        lo, counts = t.survey.counts[t.label][t.axis]
+        assert k in (lo - 1, lo + len(counts))
+    data = get_family("slice2d").dataset(cfg)
+    for i in range(10):
+        sample = data.samples[i]
+        assert sample["kind"].startswith("beyond_") and not sample["target"].any() and sample["n_points"] == 0
+        assert sample["has_box"] or sample["has_mask"]
+        if sample["has_mask"]:
+            assert sample["mask"].any()
+    raw["prompts"] = {"p_beyond": 0.0}
+    plain = get_family("slice2d").dataset(build_config(raw))
+    assert all(plain.samples[i]["target"].any() for i in range(10))
+    # the loss takes them (an empty target: Dice + BCE push every logit down, IoU target 1 for an empty answer)
+    fam = get_family("slice2d")
+    model = fam.build(cfg)
+    from voxsam.training.family import StepInfo
+
+    batch = data.collate([data.samples[i] for i in range(3)])
+    loss, metrics = fam.loss(cfg, model, batch, StepInfo(seed=1, step=0, micro=0, indices=(0, 1, 2)))
+    assert torch.isfinite(loss) and loss > 0
+
+
 # ---------------------------------------------------------------------- training, resume, export
 def test_train_resume_and_export(tiny_msd: Path, tmp_path: Path) -> None:
     from voxsam.training.export import export_weights

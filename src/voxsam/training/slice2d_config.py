@@ -31,6 +31,9 @@ class Slice2DDataSection(_Strict):
     other_axes_delay: int = Field(default=2, ge=0, description="Other axes' slices are chosen after this many "
                                   "of the acquisition axis's (when the budget is short).")
     min_pixels: int = Field(default=20, ge=1, description="A slice is a target slice when the label has this many pixels.")
+    beyond_ends: bool = Field(default=False, description="Also cache the slice just past each end of a target along "
+                              "the acquisition axis (the label absent, its neighbour holds it): samples drawn there "
+                              "(prompts.p_beyond) teach an empty mask where a walk should stop.")
     ct_window: tuple[float, float] | None = Field(default=None, description="HU mapped to [0, 1] before encoding "
                                                   "CT slices (default the engines' default; their ct_window must match).")
     plan_seed: int = 0
@@ -60,6 +63,9 @@ class Slice2DPromptSection(_Strict):
     box_jitter_px: tuple[float, float] = (-5.0, 20.0)
     box_jitter_ref_px: float = Field(default=64.0, gt=0, description="Jitter x min(1, max(0.25, side / this)).")
     neighbour_prob: float = Field(default=0.5, ge=0, le=1, description="A mask prompt from slice k+-1 instead of k.")
+    p_beyond: float = Field(default=0.0, ge=0, le=1, description="A sample is a slice past the target's end "
+                            "(data.beyond_ends) this often: the box and / or mask of the last slice holding the "
+                            "label as the prompt (what propagation feeds there), an empty target.")
     rotate_deg: float = Field(default=10.0, ge=0)
     scale: tuple[float, float] = (0.9, 1.1)
     translate_px: float = Field(default=5.0, ge=0)

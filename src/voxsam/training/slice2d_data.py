@@ -10,7 +10,9 @@ cached on disk (float16), and the samples drawn from them.
    where the label has >= `min_pixels` pixels, up to `slices_per_target` (acquisition axis) /
    `other_axes_slices` are chosen: the middle, both ends (propagation needs the small end slices), then the
    quarters, eighths...; the other axes join the round-robin `other_axes_delay` rounds late; an interior choice snaps to a nearby slice another target already encodes. Sources share
-   `max_embeddings` by weight (water-filling: what a small source cannot use goes to the others).
+   `max_embeddings` by weight (water-filling: what a small source cannot use goes to the others). With
+   `beyond_ends`, each chosen target also gets the slice just past each of its ends along the acquisition
+   axis (on top of the budget): the label is absent there, so the model can learn where a walk stops.
 3. Build (resumable): for every planned slice, the engine's own model input
    (`voxsam.engines.slice2d.slices.prepare_volume` + `model_input`: display orientation, CT window / MRI
    percentiles, mm-aspect resize to 256, zero pad) is encoded once and saved as a float16 `.npy`, atomically;
@@ -98,6 +100,11 @@ class Survey:
         lo, counts = self.counts[label][axis]
         return lo + np.flatnonzero(np.asarray(counts) >= min_pixels)
 
+    def beyond_slices(self, label: int, axis: int) -> list[int]:
+        """The slices just before the label's first and just after its last along `axis`, inside the volume."""
+        lo, counts = self.counts[label][axis]
+        return [k for k in (lo - 1, lo + len(counts)) if 0 <= k < self.shape[axis]]
+
 
 def survey_case(case: TrainCase, cache_dir: Path) -> Survey:
     from voxsam.engines.base import acquisition_axis
@@ -160,6 +167,10 @@ class Target:
     valid: np.ndarray  # slices with >= min_pixels
     want: int  # slices to choose
     delay: int = 0  # rounds of the round-robin it waits (other axes wait for the acquisition axis's first slices)
+    beyond: tuple[int, ...] = ()  # slices past its ends (label absent) it also trains on
+
+    def is_beyond(self, k: int) -> bool:
+        return k in self.beyond
 
 
 def priority(n: int, want: int) -> list[int]:
@@ -247,12 +258,17 @@ def make_plan(surveys: list[Survey], cfg: Slice2DDataSection) -> list[tuple[Targ
                 want = cfg.slices_per_target if axis == sv.acq_axis else cfg.other_axes_slices
                 if len(valid) and want:
                     delay = 0 if axis == sv.acq_axis else cfg.other_axes_delay
-                    by_source.setdefault(sv.case.source, []).append(Target(sv.case.source, sv, label, axis, valid, want, delay))
+                    beyond = tuple(sv.beyond_slices(label, axis)) if cfg.beyond_ends and axis == sv.acq_axis else ()
+                    by_source.setdefault(sv.case.source, []).append(
+                        Target(sv.case.source, sv, label, axis, valid, want, delay, beyond))
     demand = {s: len(_select(ts, None, cfg.plan_seed)[0]) for s, ts in by_source.items()}
     budget = water_fill({s: weights[s] for s in by_source}, demand, cfg.max_embeddings)
     items: list[tuple[Target, int]] = []
     for s in sorted(by_source):
-        items += _select(by_source[s], budget[s], cfg.plan_seed)[1]
+        chosen = _select(by_source[s], budget[s], cfg.plan_seed)[1]
+        # past-the-end slices come on top of the budget, for the targets that got slices
+        seen: dict[int, Target] = {id(t): t for t, _ in chosen}
+        items += chosen + [(t, k) for t in seen.values() for k in t.beyond]
     return items
 
 
@@ -361,6 +377,7 @@ class CachedSlice:
     spacing_rc: tuple[float, float]
     box: np.ndarray
     bits: np.ndarray
+    beyond: bool = False  # past the target's end: the label is absent here and in one neighbour's place
 
     def masks(self) -> np.ndarray:
         return unpack(self.box, self.bits, self.shape)
@@ -384,6 +401,6 @@ def load_index(items: list[tuple[Target, int]], folders: dict[str, Path]) -> dic
             r = rows[i]
             per_label.setdefault(t.label, []).append(CachedSlice(
                 folders[key] / f"a{t.axis}_{k:04d}.npy", (int(r[3]), int(r[4])), (int(r[5]), int(r[6])),
-                (float(r[7]), float(r[8])), boxes[i], bits[offsets[i]:offsets[i + 1]]))
+                (float(r[7]), float(r[8])), boxes[i], bits[offsets[i]:offsets[i + 1]], t.is_beyond(k)))
         out.setdefault(case_items[0][0].source, []).extend(per_label[v] for v in sorted(per_label))
     return out

@@ -193,7 +193,8 @@ def as_sam2d(model: nn.Module) -> Sam2D:
 # ---------------------------------------------------------------------- the samples
 class Slice2DSamples(torch.utils.data.Dataset[dict[str, Any]]):
     """`self[i]`, a pure function of (seed, i): source by weight, target (one case's label) uniformly, one of
-    its cached slices uniformly, then `make_sample`."""
+    its cached slices uniformly (one past its ends with probability `prompts.p_beyond`, when it has those),
+    then `make_sample`."""
 
     def __init__(self, index: dict[str, list[list[Any]]], cfg: Slice2DTrainConfig) -> None:
         weights = {s.name: s.weight for s in cfg.data.sources}
@@ -214,6 +215,11 @@ class Slice2DSamples(torch.utils.data.Dataset[dict[str, Any]]):
         source = self.names[int(rng.choice(len(self.names), p=self.probs))]
         targets = self.index[source]
         slices = targets[int(rng.integers(len(targets)))]
+        beyond = [c for c in slices if c.beyond]
+        if beyond and rng.random() < self.cfg.prompts.p_beyond:
+            slices = beyond
+        elif beyond:
+            slices = [c for c in slices if not c.beyond]
         cached = slices[int(rng.integers(len(slices)))]
         sample = make_sample(cached, rng, self.cfg.prompts, self.cfg.interaction.correction_prob)
         sample["info"] = f"{source}:{cached.emb_path.parent.name}/{cached.emb_path.stem}:{sample['kind']}"

@@ -201,6 +201,8 @@ def make_sample(cached: CachedSlice, rng: np.random.Generator, cfg: Slice2DPromp
     masks = cached.masks()  # (3, H, W) display masks of slices k-1, k, k+1
     geom = SliceInput(cached.shape, cached.resized)
     truth = masks[1]
+    if cached.beyond:
+        return _beyond_sample(cached, masks, geom, rng, cfg, correction_prob)
     probs = np.array([getattr(cfg, f"p_{k}") for k in KINDS], dtype=np.float64)
     kind = KINDS[int(rng.choice(len(KINDS), p=probs / probs.sum()))]
     points = np.zeros((MAX_POINTS, 2), dtype=np.float32)
@@ -241,6 +243,34 @@ def make_sample(cached: CachedSlice, rng: np.random.Generator, cfg: Slice2DPromp
         "mask": mask, "has_mask": "mask" in kind,
         "corrections": bool(rng.random() < correction_prob),
         "kind": kind,
+    }
+
+
+BEYOND_KINDS = ("box", "mask", "box_mask")
+
+
+def _beyond_sample(cached: CachedSlice, masks: np.ndarray, geom: SliceInput, rng: np.random.Generator,
+                   cfg: Slice2DPromptSection, correction_prob: float) -> dict[str, Any]:
+    """A slice past the object's end, prompted as a walk arrives there: the box and / or noisy mask of the
+    neighbouring slice that still holds the object (kinds in proportion to p_box, p_mask, p_box_mask); the
+    target is empty, so the model learns to answer "nothing here" and the walk stops."""
+    last = masks[0] if masks[0].any() else masks[2]
+    probs = np.array([getattr(cfg, f"p_{k}") for k in BEYOND_KINDS], dtype=np.float64)
+    probs = probs / probs.sum() if probs.sum() > 0 else np.full(len(BEYOND_KINDS), 1 / len(BEYOND_KINDS))
+    kind = BEYOND_KINDS[int(rng.choice(len(BEYOND_KINDS), p=probs))]
+    box = jittered_box(last, geom, rng, cfg.box_jitter_px, cfg.box_jitter_ref_px) if "box" in kind else np.zeros(4, np.float32)
+    mask = (noisy_mask(to_grid(last, cached.resized).astype(bool), cached.resized, rng, cfg) if "mask" in kind
+            else np.zeros((SIZE, SIZE), dtype=np.uint8))
+    return {
+        "emb": np.load(cached.emb_path),
+        "target": np.zeros((SIZE, SIZE), dtype=np.uint8),
+        "resized": cached.resized,
+        "points": np.zeros((MAX_POINTS, 2), dtype=np.float32), "labels": np.full(MAX_POINTS, -1, dtype=np.int64),
+        "n_points": 0,
+        "box": box, "has_box": "box" in kind,
+        "mask": mask, "has_mask": "mask" in kind,
+        "corrections": bool(rng.random() < correction_prob),
+        "kind": f"beyond_{kind}",
     }
 
 
