@@ -36,3 +36,7 @@ run wide memory3d $WIDE cross_views=false
 run soft memory3d $SOFT cross_views=false
 run soft_slice2dprompt memory3d $SOFT prompt_decoder=slice2d cross_views=false
 run soft_crossviews memory3d $SOFT
+# past the cross views, the walk goes on while the model is sure (thirteenth session; chosen on the stopping-rule
+# trace: benchmarks/past_cross_views.py), alone and with the trace's best base rule
+run pastviews slice2d past_views_stability=0.9
+run pastviews_rules slice2d past_views_stability=0.9 intensity_agreement=0.6 stability_grace=0

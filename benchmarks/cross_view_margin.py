@@ -31,7 +31,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from voxsam.engines.slice2d.engine import Slice2DEngine
-    from voxsam.engines.slice2d.extent import cross_view_extent
     from voxsam.io.datasets import open_dataset
 
     records = [r for r in json.loads(args.trace.read_text()) if r["engine"] == "slice2d"]
@@ -51,10 +50,7 @@ def main() -> None:
         labels, prepared = loaded[key]
         truth, axis, anchor = labels == r["label"], r["axis"], r["anchor"]
 
-        one = np.ones(1, dtype=np.int64)
-        span = cross_view_extent(prepared, axis, anchor, np.take(truth, anchor, axis=axis),
-                                 lambda a, k, rc, p=prepared: engine._from_clicks(p, a, k, rc, one),
-                                 lambda a, k, rc, box, p=prepared: engine.slices.segment(p, a, k, rc, one, box)[0])
+        span = engine._cross_extent(prepared, axis, anchor, np.take(truth, anchor, axis=axis))
         covered = np.flatnonzero(truth.any(axis=tuple(a for a in range(3) if a != axis)))
         row = {"dataset": r["dataset"], "case": r["case"], "label": r["label"], "truth_span": [int(covered[0]), int(covered[-1])],
                "cross_view_span": list(span) if span else None, "rules": _replay_one(r, rule)}

@@ -54,7 +54,7 @@ def trace(engines: list[str], cases: list[str], axis_override: int | None) -> li
     from voxsam.prompts import Box, PromptSet, SliceRef
 
     torch.set_num_threads(1)
-    off = dict(stop_iou=0.0, min_stability=0.0, intensity_agreement=0.0, max_area_ratio=1e6, min_area_px=1, cache_mb=2000,
+    off = dict(stop_iou=0.0, min_stability=0.0, intensity_agreement=0.0, max_area_ratio=1e6, min_area_px=1, cache_mb=2000, cross_views=False,
                slice_step=1)  # every slice decided: a replayed rule may stop on any of them
     built = {name: create_engine(name, **off) for name in engines}
     records = []

@@ -80,6 +80,20 @@ def test_a_new_walk_stays_within_the_cross_view_extent(monkeypatch) -> None:
     assert sorted(k for k, _ in s.propagate()) == list(range(7, 24))
 
 
+def test_past_the_views_the_walk_goes_on_only_while_the_model_is_sure(monkeypatch) -> None:
+    vol, ball = _ball_volume()  # slices 7..23 of axis 2
+    _bounded(monkeypatch, (12, 18))  # a view that saw only part of the object
+
+    def walked(**options) -> list[int]:
+        s = Session(vol, Slice2DEngine(model=FakeSam2D(iou=0.9), min_area_px=1, **options))
+        s.add_point((24, 20, 15), axis=2, propagate=False)
+        return sorted(k for k, _ in s.propagate())
+
+    assert walked(past_views_stability=0.9) == list(range(7, 24))  # the stand-in's masks are stable (logits +-4)
+    assert walked(past_views_stability=0.9, past_views_iou=0.95) == list(range(12, 19))  # its IoU 0.9 is not enough
+    assert walked() == list(range(12, 19))  # off by default
+
+
 def test_the_bound_never_cuts_off_a_prompted_slice_nor_an_edit(monkeypatch) -> None:
     vol, ball = _ball_volume()
     _bounded(monkeypatch, (13, 17))

@@ -225,14 +225,17 @@ class Slice2DEngine(Engine):
         view = prepared.view(axis)
         stops = visit_always(prompts, locked, axis)
         stride = 1 if old is not None else self.slice_step(prepared, axis)  # an edit stays local: every slice
-        prev, agreeing, here, decided = first, 0, start, 0
+        prev, agreeing, here, decided, past = first, 0, start, 0, False
         while 0 <= here + step < prepared.shape[axis]:
             k = next_visit(here, step, stride, prepared.shape[axis], stops)
-            if bound is not None:
+            if bound is not None and not past:
                 edge = bound[1] if step > 0 else bound[0]
                 if (edge - here) * step <= 0:
-                    return
-                k = min(k, edge) if step > 0 else max(k, edge)
+                    if o.past_views_stability <= 0:
+                        return
+                    past, stride, k = True, 1, here + step  # on only while the model is sure (past_views_*)
+                else:
+                    k = min(k, edge) if step > 0 else max(k, edge)
             if k in locked:
                 current = locked[k]
             else:
@@ -250,6 +253,7 @@ class Slice2DEngine(Engine):
                     leak = float(np.mean((pixels >= band[0]) & (pixels <= band[1]))) < o.intensity_agreement
                 judged = o.min_stability > 0 and decided >= o.stability_grace
                 unsure = result.iou < o.stop_iou or (judged and result.stability < o.min_stability)
+                unsure = unsure or (past and (result.stability < o.past_views_stability or result.iou < o.past_views_iou))
                 if not prompted and (area < max(1, o.min_area_px) or unsure or leak):
                     if abs(k - here) > 1:
                         stride = 1  # the object may end between: walk the rest slice by slice
