@@ -37,6 +37,8 @@ run soft memory3d $SOFT cross_views=false
 run soft_slice2dprompt memory3d $SOFT prompt_decoder=slice2d cross_views=false
 run soft_crossviews memory3d $SOFT
 # past the cross views, the walk goes on while the model is sure (thirteenth session; chosen on the stopping-rule
-# trace: benchmarks/past_cross_views.py), alone and with the trace's best base rule
+# trace: benchmarks/past_cross_views.py), alone and with the trace's best base rule; neither kept (docs/benchmarks.md)
 run pastviews slice2d past_views_stability=0.9
 run pastviews_rules slice2d past_views_stability=0.9 intensity_agreement=0.6 stability_grace=0
+# a click alone may also try a 240 mm box (a liver or a lung is wider than 160 mm; thirteenth session; not kept)
+run bigbox slice2d click_box_mm=20,40,80,160,240

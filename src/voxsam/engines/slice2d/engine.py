@@ -15,7 +15,8 @@ Segmenting (no mask yet):
      IoU under `stop_iou`, a mask stability under `min_stability` (SAM's stability score: the model is
      unsure where the edge is; not judged on the first `stability_grace` slices), an area jump over `max_area_ratio` or too few pixels in the prompted
      slice's intensity band (`intensity_agreement`) (a leak); and never beyond the object's extent in the two
-     slices across the first mask (`cross_views`, `extent.py`).
+     slices across the first mask (`cross_views`, `extent.py`; past it only while the model is sure, if
+     `past_views_stability` is set: off by default, it measured no gain).
 Editing (the object already has a mask, from this or any engine, or a file through `Session.set_mask`):
   the corrected slice is re-predicted (a painted mask replaces it; clicks are added to the old slice's box
   or mask), then each direction re-propagates from it and stops after two consecutive slices whose new
