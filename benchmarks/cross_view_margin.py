@@ -15,6 +15,7 @@ import argparse
 import json
 import platform
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -24,22 +25,22 @@ from stopping_rules import DATA, _replay_one  # type: ignore[import-not-found]
 MARGINS = (0, 1, 2, 3)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trace", type=Path, required=True)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+def engine_rule(options: Any) -> dict[str, float]:
+    """The slice2d engine's stopping rule, as `stopping_rules._replay_one` takes it."""
+    o = options
+    return dict(stop_iou=o.stop_iou, min_stability=o.min_stability, stability_grace=o.stability_grace,
+                intensity_agreement=o.intensity_agreement, max_area_ratio=o.max_area_ratio, min_area_px=o.min_area_px)
 
+
+def traced_spans(records: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], tuple[int, int] | None, dict[str, Any], dict[str, float]]]:
+    """Each traced target with its cross views' span (segmented by the default slice2d engine from the prompted
+    slice's true mask), the common fields of its result row and the engine's stopping rule."""
     from voxsam.engines.slice2d.engine import Slice2DEngine
     from voxsam.io.datasets import open_dataset
 
-    records = [r for r in json.loads(args.trace.read_text()) if r["engine"] == "slice2d"]
     engine = Slice2DEngine()
-    o = engine.options
-    rule = dict(stop_iou=o.stop_iou, min_stability=o.min_stability, stability_grace=o.stability_grace,
-                intensity_agreement=o.intensity_agreement, max_area_ratio=o.max_area_ratio, min_area_px=o.min_area_px)
+    rule = engine_rule(engine.options)
     loaded: dict[tuple[str, str], Any] = {}
-    rows = []
     for r in records:
         key = (r["dataset"], r["case"])
         if key not in loaded:
@@ -49,11 +50,23 @@ def main() -> None:
             loaded[key] = (np.asarray(case.load_label(image).array), engine.prepare(image))
         labels, prepared = loaded[key]
         truth, axis, anchor = labels == r["label"], r["axis"], r["anchor"]
-
         span = engine._cross_extent(prepared, axis, anchor, np.take(truth, anchor, axis=axis))
         covered = np.flatnonzero(truth.any(axis=tuple(a for a in range(3) if a != axis)))
         row = {"dataset": r["dataset"], "case": r["case"], "label": r["label"], "truth_span": [int(covered[0]), int(covered[-1])],
                "cross_view_span": list(span) if span else None, "rules": _replay_one(r, rule)}
+        yield r, span, row, rule
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trace", type=Path, required=True)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    records = [r for r in json.loads(args.trace.read_text()) if r["engine"] == "slice2d"]
+    rows = []
+    for r, span, row, rule in traced_spans(records):
+        anchor = r["anchor"]
         for margin in MARGINS:
             lo, hi = (span[0] - margin, span[1] + margin) if span else (-10**9, 10**9)
             bounded = dict(r, slices=[s for s in r["slices"] if lo <= s["k"] <= hi or s["k"] == anchor])

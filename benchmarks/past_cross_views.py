@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from stopping_rules import DATA, _replay_one  # type: ignore[import-not-found]
+from cross_view_margin import traced_spans  # type: ignore[import-not-found]
+from stopping_rules import _replay_one  # type: ignore[import-not-found]
 
 STABILITY = (0.8, 0.85, 0.9, 0.93, 0.95, 0.97)
 IOU = (0.0, 0.7, 0.8, 0.85, 0.9)
@@ -58,32 +59,12 @@ def main() -> None:
 
     import torch
 
-    from voxsam.engines.slice2d.engine import Slice2DEngine
-    from voxsam.io.datasets import open_dataset
-
     torch.set_num_threads(1)
     records = [r for path in args.trace for r in json.loads(path.read_text()) if r["engine"] == "slice2d"]
-    engine = Slice2DEngine()
-    o = engine.options
-    rule = dict(stop_iou=o.stop_iou, min_stability=o.min_stability, stability_grace=o.stability_grace,
-                intensity_agreement=o.intensity_agreement, max_area_ratio=o.max_area_ratio, min_area_px=o.min_area_px)
     grid = [None, *itertools.product(STABILITY, IOU)]
-    loaded: dict[tuple[str, str], Any] = {}
     rows = []
-    for r in records:
-        key = (r["dataset"], r["case"])
-        if key not in loaded:
-            case = open_dataset(DATA / r["dataset"]).case(r["case"])
-            image = case.load_image()
-            loaded.clear()
-            loaded[key] = (np.asarray(case.load_label(image).array), engine.prepare(image))
-        labels, prepared = loaded[key]
-        truth, axis, anchor = labels == r["label"], r["axis"], r["anchor"]
-        span = engine._cross_extent(prepared, axis, anchor, np.take(truth, anchor, axis=axis))
-        covered = np.flatnonzero(truth.any(axis=tuple(a for a in range(3) if a != axis)))
-        row = {"dataset": r["dataset"], "case": r["case"], "label": r["label"], "truth_span": [int(covered[0]), int(covered[-1])],
-               "cross_view_span": list(span) if span else None, "rules": _replay_one(r, rule),
-               "views": {("off" if p is None else f"s{p[0]}_i{p[1]}"): replay_past(r, rule, span, p) for p in grid}}
+    for r, span, row, rule in traced_spans(records):
+        row["views"] = {("off" if p is None else f"s{p[0]}_i{p[1]}"): replay_past(r, rule, span, p) for p in grid}
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "views"} | {"views_off": row["views"]["off"]}), flush=True)
     datasets = sorted({x["dataset"] for x in rows})
