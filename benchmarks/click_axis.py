@@ -81,12 +81,10 @@ def main() -> None:
         summary[dataset] = {"targets": len(mine), **{k: round(float(np.mean([r[k] for r in mine])), 4)
                                                       for k in ("acquisition_dice", "rated_dice", "best_dice")},
                             "rated_not_acquisition": sum(r["rated_axis"] != r["acquisition_axis"] for r in mine)}
+    from _report import emit_json  # type: ignore[import-not-found]
+
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
-    out = {"benchmark": "click_axis", "cpu": cpu, "summary": summary, "per_target": rows}
-    print(json.dumps(summary, indent=1))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=1))
+    emit_json({"benchmark": "click_axis", "cpu": cpu, "summary": summary, "per_target": rows}, args.json, indent=1)
 
 
 if __name__ == "__main__":
