@@ -292,11 +292,12 @@ def _to_slice(low: torch.Tensor, geom: Any) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- propagation (subprocess)
 def tube_volume(shape: tuple[int, int, int] = (256, 256, 120), depth: int | None = None, length: int = 100, seed: int = 0,
-                drift_px: float = 20.0) -> Any:
+                drift_px: float = 20.0, slice_mm: float = 2.0) -> Any:
     """CT-like volume: air, an elliptical soft-tissue body (40 HU), a contrast-filled tube (250 HU,
     radius 16-22 px) on `length` consecutive axial slices centred in the volume, its centre drifting once
     around an ellipse of `drift_px` x 0.6 `drift_px` pixels (at 20 px the tube leaves the lines of the slices
-    across its middle, and the cross views end the walk early)."""
+    across its middle, and the cross views end the walk early); 0.8 mm pixels, `slice_mm` slices (the same
+    voxels at any thickness: only the walk's default stride and `step_max_mm` read it)."""
     from voxsam.io.volume import Volume
 
     if depth is not None:
@@ -315,19 +316,24 @@ def tube_volume(shape: tuple[int, int, int] = (256, 256, 120), depth: int | None
             r = 16 + 6 * np.sin(np.pi * t)
             sl = np.where((i - ci) ** 2 + (j - cj) ** 2 <= r * r, 250.0, sl)
         image[:, :, k] = sl + rng.normal(0, 8, (X, Y)).astype(np.float32)
-    return Volume(image, np.diag([0.8, 0.8, 2.0, 1.0]), modality="CT")
+    return Volume(image, np.diag([0.8, 0.8, slice_mm, 1.0]), modality="CT")
 
 
-def propagation_child(precision: str, threads: int, length: int, engine: str = "slice2d", slice_step: int = 1,
-                      drift_px: float = 20.0, cross_views: bool = True) -> dict[str, Any]:
-    """One box -> propagation over the tube; then set_mask + a click on one slice (all cached)."""
+def propagation_child(precision: str, threads: int, length: int, engine: str = "slice2d", slice_step: int | None = 1,
+                      drift_px: float = 20.0, cross_views: bool = True, slice_mm: float = 2.0,
+                      step_max_mm: float | None = None) -> dict[str, Any]:
+    """One box -> propagation over the tube; then set_mask + a click on one slice (all cached). `slice_step`
+    None: the engine's default stride for `slice_mm`; `step_max_mm`: the stride may grow (slice2d only)."""
     from voxsam.session import Session
 
     torch.set_num_threads(threads)
-    vol = tube_volume(length=length, drift_px=drift_px)
+    vol = tube_volume(length=length, drift_px=drift_px, slice_mm=slice_mm)
     truth = vol.array > 150
     t0 = time.perf_counter()
-    s = Session(vol, engine, precision=precision, slice_step=slice_step, cross_views=cross_views)
+    walk: dict[str, Any] = {"slice_step": slice_step} if slice_step is not None else {}
+    if step_max_mm is not None:
+        walk["step_max_mm"] = step_max_mm
+    s = Session(vol, engine, precision=precision, cross_views=cross_views, **walk)
     s.prepare()
     setup = time.perf_counter() - t0
     z = np.flatnonzero(truth.any(axis=(0, 1)))
@@ -352,7 +358,9 @@ def propagation_child(precision: str, threads: int, length: int, engine: str = "
     edit_visited = [k for k, _ in s.propagate()]
     edit = time.perf_counter() - t
     return {
-        "engine": engine, "precision": precision, "threads": threads, "slice_step": slice_step, "object_slices": int(z.size),
+        "engine": engine, "precision": precision, "threads": threads, "slice_mm": slice_mm,
+        "slice_step": slice_step if slice_step is not None else s.engine.slice_step(prepared, 2),
+        "step_max_mm": step_max_mm, "object_slices": int(z.size),
         "tube_drift_px": drift_px, "cross_views": cross_views,
         "setup_s (engine + weights + fast encoder build is lazy)": round(setup, 2),
         "propagation_s": round(first, 2), "slices_visited": len(visited), "encoder_calls": calls_first,
@@ -365,10 +373,12 @@ def propagation_child(precision: str, threads: int, length: int, engine: str = "
     }
 
 
-def propagation(precision: str, threads: int, length: int, engine: str = "slice2d", slice_step: int = 1,
-                drift_px: float = 20.0, cross_views: bool = True) -> dict[str, Any]:
+def propagation(precision: str, threads: int, length: int, engine: str = "slice2d", slice_step: int | None = 1,
+                drift_px: float = 20.0, cross_views: bool = True, slice_mm: float = 2.0, step_max_mm: float | None = None) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--_child", precision, "--threads", str(threads), "--length", str(length), "--engine", engine,
-           "--slice-steps", str(slice_step), "--drift", str(drift_px), "--cross-views", "on" if cross_views else "off"]
+           "--slice-steps", "auto" if slice_step is None else str(slice_step), "--drift", str(drift_px),
+           "--cross-views", "on" if cross_views else "off", "--slice-mm", str(slice_mm),
+           "--step-max-mm", "none" if step_max_mm is None else str(step_max_mm)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         return {"precision": precision, "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
@@ -437,16 +447,21 @@ def main(argv: list[str] | None = None) -> int:
                     "encoder timings, propagation or fast-encoder agreement)")
     ap.add_argument("--no-edit", action="store_true", help="skip the in-process edit steps of slice2d and memory3d")
     ap.add_argument("--slice-steps", default="1", help="engine option slice_step of the propagation runs, e.g. '1,3' "
-                    "(decide every n-th slice, interpolate between; one run each)")
+                    "(decide every n-th slice, interpolate between; one run each); 'auto': the engine's default for --slice-mm")
+    ap.add_argument("--slice-mm", type=float, default=2.0, help="the tube's slice thickness (mm; 0.8 mm pixels)")
+    ap.add_argument("--step-max-mm", default="none", help="engine option step_max_mm of the propagation runs (the stride grows "
+                    "along a steady shape), e.g. 'none,10' (one run each; slice2d only)")
     ap.add_argument("--cross-views", default="on", help="engine option cross_views of the propagation runs: 'on', 'off' or "
                     "'on,off' (one run each; off measures the walk alone: the cross views cost 2 encodings per new object)")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    steps = [int(v) for v in args.slice_steps.split(",")]
+    steps: list[int | None] = [None if v.strip() == "auto" else int(v) for v in args.slice_steps.split(",")]
+    growth = [None if v.strip() == "none" else float(v) for v in args.step_max_mm.split(",")]
     crosses = [{"on": True, "off": False}[v.strip()] for v in args.cross_views.split(",")]
 
     if args._child:
-        print(json.dumps(propagation_child(args._child, int(args.threads or 1), args.length, args.engine, steps[0], args.drift, crosses[0])))
+        print(json.dumps(propagation_child(args._child, int(args.threads or 1), args.length, args.engine, steps[0], args.drift, crosses[0],
+                                           args.slice_mm, growth[0])))
         return 0
 
     quick = args.quick
@@ -461,8 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     # 1. the engine end to end, each precision in its own process (own peak RSS)
     if not args.no_propagation and not args.decoder_only:
         props = ["bfloat16" if bf16 else "float32"] if quick else (["float32", "bfloat16"] if bf16 else ["float32"])
-        result["propagation"] = [propagation(p, args.prop_threads, args.length, args.engine, n, args.drift, c)
-                                 for p in props for n in steps for c in crosses]
+        result["propagation"] = [propagation(p, args.prop_threads, args.length, args.engine, n, args.drift, c, args.slice_mm, g)
+                                 for p in props for n in steps for c in crosses for g in growth]
         for r in result["propagation"]:
             target = TARGETS["s_per_100_slices_bf16_native" if r.get("precision") == "bfloat16" else "s_per_100_slices_float32"]
             r["target_s_per_100_slices"] = target

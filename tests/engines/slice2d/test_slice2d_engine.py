@@ -273,3 +273,46 @@ def test_slices_converted_on_use_equal_a_float32_copy() -> None:
     a, b = Session(stored, _engine()), Session(copied, _engine())
     for click, positive in [((24, 20, 15), True), ((30, 20, 16), False), ((20, 22, 12), True)]:
         np.testing.assert_array_equal(a.add_point(click, positive, axis=2), b.add_point(click, positive, axis=2))
+
+
+def test_the_stride_grows_along_a_smooth_object_and_falls_back_where_it_changes() -> None:
+    """`step_max_mm`: on a straight cylinder (1 mm slices, base stride 2) the jumps double up to 8 slices and
+    fewer slices are encoded for the same mask; where the cross-section changes (a cone) the stride stays at
+    its base; the object still ends where it ends."""
+    shape = (48, 40, 100)
+    grid = np.indices(shape).astype(float)
+    radial = np.sqrt((grid[0] - 24) ** 2 + (grid[1] - 20) ** 2)
+    z = grid[2]
+    objects = {"cylinder": (radial <= 8) & (z >= 10) & (z < 90), "cone": (radial <= (z - 10) * 0.25) & (z >= 10) & (z < 90)}
+    for name, truth in objects.items():
+        image = np.where(truth, 100.0, 0.0).astype(np.float32) + 1.0
+        image[0, 0, 0] = 0.0
+        vol = Volume(image, np.diag([1.0, 1.0, 1.0, 1.0]), modality="MR")
+        runs = {}
+        for grow in (None, 8.0):
+            engine = _engine(slice_step=2, step_max_mm=grow, step_grow_dice=0.9)
+            decided: list[int] = []
+            segment_with = engine.slices.segment_with
+            engine.slices.segment_with = lambda prep, ax, k, *a, _d=decided, _f=segment_with, **kw: (_d.append(k), _f(prep, ax, k, *a, **kw))[1]  # type: ignore[misc]
+            s = Session(vol, engine)
+            s.add_point((24, 20, 60), axis=2, propagate=False)
+            order = [k for k, _ in s.propagate()]
+            zs = np.flatnonzero(truth.any(axis=(0, 1)))
+            assert sorted(order) == list(range(zs.min(), zs.max() + 1)), (name, grow, order)
+            gaps = np.diff(sorted(decided + [60]))
+            runs[grow] = (s.mask.astype(bool), len(set(decided)), int(gaps.max()))  # slices encoded, widest jump
+        (fixed, n_fixed, gap_fixed), (grown, n_grown, gap_grown) = runs[None], runs[8.0]
+        dice = 2 * (fixed & grown).sum() / (fixed.sum() + grown.sum())
+        assert gap_fixed == 2 and dice > 0.97, (name, gap_fixed, dice)
+        if name == "cylinder":
+            assert gap_grown == 8 and n_grown < 0.5 * n_fixed, (n_grown, n_fixed)
+        else:  # the cone's slices keep changing (Dice < 0.9 from 2 slices on): no growth where that holds
+            assert n_grown > 0.6 * n_fixed, (n_grown, n_fixed)
+
+
+def test_memory3d_keeps_a_fixed_stride() -> None:
+    from voxsam.engines.memory3d.options import Memory3DOptions
+    from voxsam.engines.options import validate_options
+
+    with pytest.raises(ConfigError, match="fixed stride"):
+        validate_options("memory3d", Memory3DOptions, {"step_max_mm": 10.0})

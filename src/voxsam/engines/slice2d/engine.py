@@ -25,6 +25,9 @@ Editing (the object already has a mask, from this or any engine, or a file throu
 Each slice is encoded once (cached per volume, memory-bounded) and only when propagation visits it. On thin
 slices the walk decides every n-th slice (`slice_step`, default as many as fit in `step_mm`) and interpolates the
 shapes between; a jump that fails a stopping rule is retried slice by slice, so an object ends where it would.
+With `step_max_mm` the stride doubles (up to that many mm) while each jump's mask agrees with the one before
+(Dice >= `step_grow_dice`: a long steady object needs fewer encodings) and halves where it does not; a failed
+grown jump is retried at half the stride, down to the base one and then slice by slice.
 """
 from __future__ import annotations
 
@@ -221,11 +224,14 @@ class Slice2DEngine(Engine):
         Segmenting with `slice_step` n > 1 (edits always walk every slice: they stay local and reuse the
         cached neighbours), the walk decides every n-th slice (and every locked or prompted one) and
         interpolates the shapes between; where a jump fails a stopping rule, it goes back to single slices
-        so the object ends where it would have ended. A walk never decides a slice outside `bound`."""
+        so the object ends where it would have ended. With `step_max_mm` the stride grows along a steady shape
+        (doubling while consecutive decided masks keep Dice >= `step_grow_dice`, halving otherwise; a failed
+        grown jump halves it). A walk never decides a slice outside `bound`."""
         o = self.options
         view = prepared.view(axis)
         stops = visit_always(prompts, locked, axis)
         stride = 1 if old is not None else self.slice_step(prepared, axis)  # an edit stays local: every slice
+        base, top = stride, stride if old is not None else self.max_slice_step(prepared, axis, stride)
         prev, agreeing, here, decided, past = first, 0, start, 0, False
         while 0 <= here + step < prepared.shape[axis]:
             k = next_visit(here, step, stride, prepared.shape[axis], stops)
@@ -235,6 +241,7 @@ class Slice2DEngine(Engine):
                     if o.past_views_stability <= 0:
                         return
                     past, stride, k = True, 1, here + step  # on only while the model is sure (past_views_*)
+                    base = top = 1
                 else:
                     k = min(k, edge) if step > 0 else max(k, edge)
             if k in locked:
@@ -257,12 +264,17 @@ class Slice2DEngine(Engine):
                 unsure = unsure or (past and (result.stability < o.past_views_stability or result.iou < o.past_views_iou))
                 if not prompted and (area < max(1, o.min_area_px) or unsure or leak):
                     if abs(k - here) > 1:
-                        stride = 1  # the object may end between: walk the rest slice by slice
+                        # the object may end between: a grown stride halves (no more growth), a base one
+                        # walks the rest slice by slice
+                        stride = top = max(base, stride // 2) if stride > base else 1
+                        base = min(base, stride)
                         continue
                     return
                 self._accept(context, k, result)
             decided += 1
             gap = abs(k - here)
+            if top > base and gap == stride:  # a full jump: the next one grows while the shape holds still
+                stride = min(top, 2 * stride) if dice2d(prev, current) >= o.step_grow_dice else max(base, stride // 2)
             if gap > 1:
                 between = interpolate_masks(prev, current, [i / gap for i in range(1, gap)], view.spacing_rc)
                 for i, plane in enumerate(between, start=1):
@@ -303,6 +315,13 @@ class Slice2DEngine(Engine):
             return int(self.options.slice_step)
         spacing = float(np.linalg.norm(np.asarray(prepared.affine, dtype=np.float64)[:3, axis]))
         return max(1, int(np.floor(self.options.step_mm / spacing + 1e-6)))
+
+    def max_slice_step(self, prepared: PreparedVolume, axis: int, base: int) -> int:
+        """The largest stride the walk may grow to (`step_max_mm`; never below `base`, at most 16 slices)."""
+        if self.options.step_max_mm is None:
+            return base
+        spacing = float(np.linalg.norm(np.asarray(prepared.affine, dtype=np.float64)[:3, axis]))
+        return max(base, min(16, int(np.floor(self.options.step_max_mm / spacing + 1e-6))))
 
     # ------------------------------------------------------------------ hooks (memory3d overrides them)
     def _chain_context(
