@@ -42,6 +42,9 @@ run pastviews slice2d past_views_stability=0.9
 run pastviews_rules slice2d past_views_stability=0.9 intensity_agreement=0.6 stability_grace=0
 # a click alone may also try a 240 mm box (a liver or a lung is wider than 160 mm; thirteenth session; not kept)
 run bigbox slice2d click_box_mm=20,40,80,160,240
-# the walk's stride grows along a steady shape (step_max_mm; fourteenth session), at two Dice thresholds
+# a longer fixed stride on thin slices (step_mm 5 / 7.5: every 8th / 12th slice of la_mri; only la was run) and
+# the walk's stride growing along a steady shape (step_max_mm; fourteenth session), at two Dice thresholds
+run step5mm slice2d step_mm=5
+run step7p5mm slice2d step_mm=7.5
 run grow10 slice2d step_max_mm=10
 run grow10_dice90 slice2d step_max_mm=10 step_grow_dice=0.9

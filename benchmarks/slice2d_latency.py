@@ -321,9 +321,10 @@ def tube_volume(shape: tuple[int, int, int] = (256, 256, 120), depth: int | None
 
 def propagation_child(precision: str, threads: int, length: int, engine: str = "slice2d", slice_step: int | None = 1,
                       drift_px: float = 20.0, cross_views: bool = True, slice_mm: float = 2.0,
-                      step_max_mm: float | None = None) -> dict[str, Any]:
+                      step_max_mm: str = "default") -> dict[str, Any]:
     """One box -> propagation over the tube; then set_mask + a click on one slice (all cached). `slice_step`
-    None: the engine's default stride for `slice_mm`; `step_max_mm`: the stride may grow (slice2d only)."""
+    None: the engine's default stride for `slice_mm`; `step_max_mm` (slice2d): "default", "off" (a fixed
+    stride) or mm (how far the stride may grow)."""
     from voxsam.session import Session
 
     torch.set_num_threads(threads)
@@ -331,8 +332,8 @@ def propagation_child(precision: str, threads: int, length: int, engine: str = "
     truth = vol.array > 150
     t0 = time.perf_counter()
     walk: dict[str, Any] = {"slice_step": slice_step} if slice_step is not None else {}
-    if step_max_mm is not None:
-        walk["step_max_mm"] = step_max_mm
+    if step_max_mm != "default":
+        walk["step_max_mm"] = None if step_max_mm == "off" else float(step_max_mm)
     s = Session(vol, engine, precision=precision, cross_views=cross_views, **walk)
     s.prepare()
     setup = time.perf_counter() - t0
@@ -357,10 +358,11 @@ def propagation_child(precision: str, threads: int, length: int, engine: str = "
     t = time.perf_counter()
     edit_visited = [k for k, _ in s.propagate()]
     edit = time.perf_counter() - t
+    walker: Any = s.engine  # slice2d or memory3d: both walk with slice2d's stride rule
     return {
         "engine": engine, "precision": precision, "threads": threads, "slice_mm": slice_mm,
-        "slice_step": slice_step if slice_step is not None else s.engine.slice_step(prepared, 2),
-        "step_max_mm": step_max_mm, "object_slices": int(z.size),
+        "slice_step": slice_step if slice_step is not None else walker.slice_step(prepared, 2),
+        "step_max_mm": walker.options.step_max_mm, "object_slices": int(z.size),
         "tube_drift_px": drift_px, "cross_views": cross_views,
         "setup_s (engine + weights + fast encoder build is lazy)": round(setup, 2),
         "propagation_s": round(first, 2), "slices_visited": len(visited), "encoder_calls": calls_first,
@@ -374,11 +376,11 @@ def propagation_child(precision: str, threads: int, length: int, engine: str = "
 
 
 def propagation(precision: str, threads: int, length: int, engine: str = "slice2d", slice_step: int | None = 1,
-                drift_px: float = 20.0, cross_views: bool = True, slice_mm: float = 2.0, step_max_mm: float | None = None) -> dict[str, Any]:
+                drift_px: float = 20.0, cross_views: bool = True, slice_mm: float = 2.0, step_max_mm: str = "default") -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--_child", precision, "--threads", str(threads), "--length", str(length), "--engine", engine,
            "--slice-steps", "auto" if slice_step is None else str(slice_step), "--drift", str(drift_px),
            "--cross-views", "on" if cross_views else "off", "--slice-mm", str(slice_mm),
-           "--step-max-mm", "none" if step_max_mm is None else str(step_max_mm)]
+           "--step-max-mm", step_max_mm]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         return {"precision": precision, "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
@@ -449,14 +451,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slice-steps", default="1", help="engine option slice_step of the propagation runs, e.g. '1,3' "
                     "(decide every n-th slice, interpolate between; one run each); 'auto': the engine's default for --slice-mm")
     ap.add_argument("--slice-mm", type=float, default=2.0, help="the tube's slice thickness (mm; 0.8 mm pixels)")
-    ap.add_argument("--step-max-mm", default="none", help="engine option step_max_mm of the propagation runs (the stride grows "
-                    "along a steady shape), e.g. 'none,10' (one run each; slice2d only)")
+    ap.add_argument("--step-max-mm", default="default", help="engine option step_max_mm of the propagation runs (the stride grows "
+                    "along a steady shape): 'default', 'off' (a fixed stride) or mm, e.g. 'off,10' (one run each; slice2d only)")
     ap.add_argument("--cross-views", default="on", help="engine option cross_views of the propagation runs: 'on', 'off' or "
                     "'on,off' (one run each; off measures the walk alone: the cross views cost 2 encodings per new object)")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     steps: list[int | None] = [None if v.strip() == "auto" else int(v) for v in args.slice_steps.split(",")]
-    growth = [None if v.strip() == "none" else float(v) for v in args.step_max_mm.split(",")]
+    growth = [v.strip() for v in args.step_max_mm.split(",")]
     crosses = [{"on": True, "off": False}[v.strip()] for v in args.cross_views.split(",")]
 
     if args._child:

@@ -110,7 +110,7 @@ def test_the_bound_never_cuts_off_a_prompted_slice_nor_an_edit(monkeypatch) -> N
 def test_cross_views_cost_two_encodings_and_bound_the_ball() -> None:
     vol, ball = _ball_volume()
     model = FakeSam2D()
-    s = Session(vol, Slice2DEngine(model=model, min_area_px=1))
+    s = Session(vol, Slice2DEngine(model=model, min_area_px=1, step_max_mm=None))  # every slice decided
     s.add_point((24, 20, 15), axis=2, propagate=False)
     order = sorted(k for k, _ in s.propagate())
     z = np.flatnonzero(ball.any(axis=(0, 1)))

@@ -25,6 +25,7 @@ def _ball_volume(shape: tuple[int, int, int] = (48, 40, 30), centre: tuple[int, 
 def _engine(**options: object) -> Slice2DEngine:
     options.setdefault("min_area_px", 1)  # the ball's one-pixel tips count as object
     options.setdefault("cross_views", False)  # the stand-in's cross slices lose those tips (tested on their own below)
+    options.setdefault("step_max_mm", None)  # a fixed stride: the tests count decided slices (growth: its own test)
     return Slice2DEngine(model=FakeSam2D(), **options)
 
 
@@ -44,10 +45,12 @@ def test_one_click_propagates_both_ways_until_the_object_ends() -> None:
 
 def test_unstable_masks_end_the_object() -> None:
     """Masks whose logits never pass 1 (stability 0) end each direction after the prompted slice - or after
-    `stability_grace` slices each way - unless the stability rule is off."""
+    `stability_grace` slices each way - unless the stability rule is off. (The grace counts decided slices: a
+    stride grown along a steady shape, `step_max_mm`, would stretch it over more; pinned off here.)"""
     vol, ball = _ball_volume()
     for min_stability, grace, expect in ((0.7, 0, 1), (0.7, 2, 5), (0.0, 0, 15)):  # off: the ball's 15 thickest slices
-        engine = Slice2DEngine(model=FakeSam2D(logit=0.5), min_area_px=1, min_stability=min_stability, stability_grace=grace)
+        engine = Slice2DEngine(model=FakeSam2D(logit=0.5), min_area_px=1, min_stability=min_stability, stability_grace=grace,
+                               step_max_mm=None)
         s = Session(vol, engine)
         s.add_point((24, 20, 15), axis=2, propagate=False)
         order = [k for k, _ in s.propagate()]
@@ -142,7 +145,7 @@ def test_bad_prompts_and_volumes() -> None:
 def test_only_visited_slices_are_encoded_once() -> None:
     vol, ball = _ball_volume()
     model = FakeSam2D()
-    s = Session(vol, Slice2DEngine(model=model, min_area_px=1, cross_views=False))
+    s = Session(vol, Slice2DEngine(model=model, min_area_px=1, cross_views=False, step_max_mm=None))
     s.add_point((24, 20, 15), axis=2)
     z = np.flatnonzero(ball.any(axis=(0, 1)))
     visited = len(z) + 2  # the object's slices plus the empty slice that ends each direction
@@ -157,7 +160,7 @@ def test_slice_step_decides_every_nth_slice_and_ends_where_the_object_ends() -> 
     masks, encodings = {}, {}
     for step in (1, 3):
         model = FakeSam2D()
-        s = Session(vol, Slice2DEngine(model=model, min_area_px=1, slice_step=step, cross_views=False))
+        s = Session(vol, Slice2DEngine(model=model, min_area_px=1, slice_step=step, cross_views=False, step_max_mm=None))
         s.add_point((24, 20, 15), axis=2, propagate=False)
         order = [k for k, _ in s.propagate()]
         assert sorted(order) == list(range(z.min(), z.max() + 1)), (step, order)  # every slice, each once

@@ -42,6 +42,7 @@ def _engine(**options: object) -> Slice2DEngine:
     options.setdefault("min_area_px", 1)
     options.setdefault("cross_views", False)
     options.setdefault("click_box_mm", (20.0,))
+    options.setdefault("step_max_mm", None)  # every slice decided: the tests count encodings
     return Slice2DEngine(model=RatingFake(), **options)
 
 
