@@ -364,3 +364,49 @@ def test_decoder_weights_from_slice2d_file(tmp_path):
     for name in ("short.pt", "foreign.pt", "absent.pt"):
         with pytest.raises(CheckpointError):
             build_memory3d(model.config, decoder_weights=tmp_path / name)
+
+
+def test_encoder_tail_from_a_slice2d_file_travels_with_the_weights(tmp_path):
+    from voxsam.models.memory3d import apply_encoder_tail, read_encoder_tail, tail_digest
+
+    torch.manual_seed(0)
+    trained, released = build_sam2d(SAM_TINY).eval(), build_sam2d(SAM_TINY).eval()
+    released.load_state_dict(trained.state_dict())
+    with torch.no_grad():  # slice2d trained the last stage + neck
+        for name, p in trained.named_parameters():
+            if name.startswith(("image_encoder.layers.3.", "image_encoder.neck.")):
+                p.add_(torch.randn_like(p) * 0.05)
+    state = trained.state_dict()
+    decoder = {k: v for k, v in state.items() if k.startswith(("prompt_encoder.", "mask_decoder."))}
+    tail_keys = [k for k in state if k.startswith(("image_encoder.layers.3.", "image_encoder.neck."))]
+    torch.save({**decoder, **{k: state[k] for k in tail_keys}}, tmp_path / "slice2d.pt")
+    torch.save(decoder, tmp_path / "no_tail.pt")
+    tail = read_encoder_tail(tmp_path / "slice2d.pt")
+    assert sorted(tail) == sorted(tail_keys)
+    with pytest.raises(CheckpointError, match="no encoder tail"):
+        read_encoder_tail(tmp_path / "no_tail.pt")
+
+    image = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        before = released.encode(image)
+        apply_encoder_tail(released, tail)
+        assert not torch.equal(before, released.encode(image))
+        torch.testing.assert_close(released.encode(image), trained.encode(image), rtol=0, atol=0)
+
+    model = tiny()
+    model.encoder_tail = tail
+    loaded = load_memory3d(save_memory3d(model, tmp_path / "m32.pt", dtype="float32"))
+    assert loaded.encoder_tail is not None and all(torch.equal(loaded.encoder_tail[k], v) for k, v in tail.items())
+    loaded16 = load_memory3d(save_memory3d(model, tmp_path / "m16.pt"))  # stored in float16 like the rest
+    assert all(torch.equal(loaded16.encoder_tail[k], v.half().float()) for k, v in tail.items())
+    assert load_memory3d(save_memory3d(tiny(), tmp_path / "plain.pt")).encoder_tail is None
+    assert tail_digest(tail) == tail_digest(loaded16.encoder_tail) != tail_digest({k: v + 1 for k, v in tail.items()})
+
+    wrong = {k: torch.zeros(1) for k in tail}
+    with pytest.raises(CheckpointError, match="do not fit"):
+        apply_encoder_tail(build_sam2d(SAM_TINY), wrong)
+    payload = torch.load(tmp_path / "m16.pt", weights_only=True)
+    payload["encoder_tail"] = {"memory_encoder.x": torch.zeros(1)}
+    torch.save(payload, tmp_path / "bad_tail.pt")
+    with pytest.raises(CheckpointError, match="encoder tail"):
+        load_memory3d(tmp_path / "bad_tail.pt")

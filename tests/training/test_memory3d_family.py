@@ -89,3 +89,44 @@ def test_freeze_decoder_trains_only_the_memory(tmp_path: Path, freeze: bool) -> 
     grouped = sum(p.numel() for g in plain_parameter_groups(model, cfg.optim) for p in g["params"])
     decoder = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("mask_decoder.", "prompt_encoder.")))
     assert grouped == sum(p.numel() for p in model.parameters()) - (decoder if freeze else 0)
+
+
+def test_encoder_tail_comes_from_the_config_or_the_init_file(tmp_path: Path) -> None:
+    from voxsam.errors import ConfigError
+    from voxsam.models.memory3d import build_memory3d, save_memory3d
+    from voxsam.training.memory3d_family import Memory3DFamily, encoder_tail
+
+    tail = {"image_encoder.neck.0.weight": torch.full((4, 4, 1, 1), 0.5)}
+    decoder = {k: v for k, v in build_memory3d("litemedsam_mem", num_layers=1).state_dict().items()
+               if k.startswith(("prompt_encoder.", "mask_decoder."))}
+    torch.save({**decoder, **tail}, tmp_path / "slice2d.pt")
+
+    def config(**model: object) -> Memory3DTrainConfig:
+        return Memory3DTrainConfig.model_validate({
+            "family": "memory3d", "model": {"overrides": {"num_layers": 1}, **model},
+            "data": {"sources": [{"name": "s", "path": str(tmp_path)}]}, "run": {"out_dir": str(tmp_path / "run"), "steps": 1}})
+
+    assert encoder_tail(config()) is None
+    got = encoder_tail(config(encoder_tail=str(tmp_path / "slice2d.pt")))
+    assert got is not None and torch.equal(got["image_encoder.neck.0.weight"], tail["image_encoder.neck.0.weight"])
+    with pytest.raises(ConfigError, match="pretrained"):
+        encoder_tail(config(encoder_tail=str(tmp_path / "slice2d.pt"), pretrained=False))
+    # a run started from a memory3d file keeps that file's tail, and the model carries it into its own file
+    model = build_memory3d("litemedsam_mem", num_layers=1)
+    model.encoder_tail = got
+    save_memory3d(model, tmp_path / "m.pt")
+    built = Memory3DFamily().build(config(init=str(tmp_path / "m.pt")))
+    assert built.encoder_tail is not None and torch.equal(built.encoder_tail["image_encoder.neck.0.weight"], tail["image_encoder.neck.0.weight"])
+
+
+def test_encoder_tail_path_is_relative_to_the_yaml_file(tmp_path: Path) -> None:
+    import yaml
+
+    from voxsam.training.load import load_config
+
+    (tmp_path / "cfgs").mkdir()
+    for value, want in (("../tails/slice2d.pt", str(tmp_path / "cfgs" / "../tails/slice2d.pt")), ("bundled", "bundled")):
+        raw = {"family": "memory3d", "model": {"encoder_tail": value},
+               "data": {"sources": [{"name": "s", "path": "../data"}]}, "run": {"out_dir": "run", "steps": 1}}
+        (tmp_path / "cfgs" / "m.yaml").write_text(yaml.safe_dump(raw))
+        assert load_config(tmp_path / "cfgs" / "m.yaml").model.encoder_tail == want

@@ -15,7 +15,7 @@ file with its own subclass. sam3d's (`Sam3DTrainConfig`) adds:
                held-out cases, crop geometry, synthesis and augmentation
     interaction: the simulated clicks of one training sample (SAM-Med3D recipe)
 
-Data paths (sources, `model.init`) are relative to the YAML file's folder, so a config travels with its data;
+Data paths (sources, `model.init`, `model.encoder_tail`) are relative to the YAML file's folder, so a config travels with its data;
 `run.out_dir` and `data.cache_dir` are relative to the working directory, like any output.
 """
 from __future__ import annotations
@@ -188,6 +188,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     model = raw.get("model") or {}
     if model.get("init"):
         model["init"] = fix(model["init"])
+    if model.get("encoder_tail") and model["encoder_tail"] != "bundled":
+        model["encoder_tail"] = fix(model["encoder_tail"])
     data = raw.get("data") or {}
     for src in list(data.get("sources") or []):
         if not isinstance(src, dict):

@@ -27,6 +27,11 @@ class Memory3DModelSection(ModelSectionBase):
     overrides: dict[str, Any] = Field(default_factory=dict, description="Memory3DConfig fields (e.g. memory_pool).")
     pretrained: bool = Field(default=True, description="Encode with the released LiteMedSAM encoder (false: "
                              "a random one, tests only).")
+    encoder_tail: str | None = Field(default=None, description="A slice2d decoder file holding the encoder's last "
+                                     "stage + neck (trained with slice2d's model.train_last_stage), or 'bundled' for "
+                                     "src/voxsam/weights/slice2d_decoder.pt: slices are encoded through that tail "
+                                     "(frozen; its own embedding cache), and the memory3d file keeps it for the engine. "
+                                     "None: the tail of the model.init file if it has one, else the released encoder.")
 
 
 class Memory3DDataSection(_Strict):

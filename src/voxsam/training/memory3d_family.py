@@ -4,7 +4,10 @@
   (`model.decoder: bundled`, default) or LiteMedSAM's, memory encoder, memory attention (zero-initialised
   output: at step 0 the model decodes exactly as slice2d does), SRPP and BD heads (`model.srpp`, `model.bd`);
   or from an exported memory3d file (`model.init`);
-- data: runs of consecutive slices, their embeddings cached beside slice2d's (`voxsam.training.memory3d_data`);
+- encoder: the released LiteMedSAM encoder, frozen, or with `model.encoder_tail` its last stage + neck from a
+  slice2d file (slice2d's fine-tuned tail, also frozen; kept in the memory3d file for the engine);
+- data: runs of consecutive slices, their embeddings cached beside slice2d's (`voxsam.training.memory3d_data`;
+  a tail's embeddings in a folder named by its digest);
 - samples and loss: `voxsam.training.memory3d_loss` (windows of 3 / 6 / 12 slices, a prompt on one of them).
 Weights: `save_memory3d` files (config + every trained tensor, float16 when shipped), what the engine loads.
 """
@@ -33,6 +36,23 @@ def _as_memory3d(model: nn.Module) -> Any:
     return model
 
 
+def encoder_tail(cfg: Memory3DTrainConfig) -> dict[str, Tensor] | None:
+    """The encoder tail a run encodes with: `model.encoder_tail`'s, else the one of the `model.init` file, else
+    None (the released encoder)."""
+    from voxsam.models.memory3d import read_encoder_tail, read_memory3d_file
+    from voxsam.models.memory3d.decoder_weights import check_encoder_tail
+
+    m = cfg.model
+    if m.encoder_tail is not None:
+        if not m.pretrained:
+            raise ConfigError("model.encoder_tail replaces part of the released LiteMedSAM encoder: it needs model.pretrained: true")
+        return read_encoder_tail(m.encoder_tail)
+    if m.init is not None:
+        stored = read_memory3d_file(m.init).get("encoder_tail")
+        return None if stored is None else check_encoder_tail(stored, str(m.init))
+    return None
+
+
 class Memory3DFamily:
     """`ModelFamily[Memory3DTrainConfig]` for memory3d."""
 
@@ -53,6 +73,9 @@ class Memory3DFamily:
             sam2d = load_litemedsam().float() if m.pretrained else None
             model = build_memory3d(m.preset, sam2d=sam2d, decoder_weights="bundled" if m.decoder == "bundled" and m.pretrained else None,
                                    srpp=m.srpp, bd=m.bd, **m.overrides)
+        tail = encoder_tail(cfg)
+        if tail is not None:
+            model.encoder_tail = tail
         frozen = DECODER_PREFIXES if m.freeze_decoder else ()
         for name, p in model.named_parameters():
             p.requires_grad_(not name.startswith(frozen))
@@ -77,10 +100,12 @@ class Memory3DFamily:
         return plain_parameter_groups(model, optim)
 
     def dataset(self, cfg: Memory3DTrainConfig, progress: CacheProgress | None = None) -> TrainData:
+        from voxsam.models.memory3d import apply_encoder_tail, tail_digest
         from voxsam.models.sam2d import LITEMEDSAM, load_litemedsam
         from voxsam.training.memory3d_data import load_windows, make_window_plan
         from voxsam.training.memory3d_loss import WindowSamples, collate
         from voxsam.training.slice2d_data import build_cache, survey_sources
+        from voxsam.training.slice2d_family import FastEncodings
 
         d = cfg.data
         if not cfg.model.pretrained:
@@ -89,8 +114,19 @@ class Memory3DFamily:
         weights = {s.name: s.weight for s in d.sources}
         items = make_window_plan(surveys, weights, d.max_embeddings, d.run_slices, d.runs_per_target, d.overhang,
                                  d.min_pixels, d.plan_seed)
-        folders, skipped = build_cache(items, d.cache_dir, f"litemedsam_{LITEMEDSAM.sha256[:12]}",
-                                       lambda: load_litemedsam().float().eval(), progress, d.ct_window)
+        tail = encoder_tail(cfg)
+        encoder_id = f"litemedsam_{LITEMEDSAM.sha256[:12]}"
+        if tail is not None:
+            encoder_id += f"_tail_{tail_digest(tail)}"
+
+        def encoder() -> Any:
+            sam2d = load_litemedsam().float().eval()
+            if tail is None:
+                return sam2d
+            apply_encoder_tail(sam2d, tail, "model.encoder_tail")
+            return FastEncodings(sam2d)
+
+        folders, skipped = build_cache(items, d.cache_dir, encoder_id, encoder, progress, d.ct_window)
         problems += skipped
         for p in problems:
             log.warning("skipped: %s", p)

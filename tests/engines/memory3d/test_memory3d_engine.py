@@ -180,3 +180,24 @@ def test_prompt_decoder_chooses_who_answers_the_prompted_slice(litemedsam, promp
         assert calls["slice2d"] == 1 and calls["memory"] >= len(order) - 1
     else:
         assert calls["slice2d"] == 0 and calls["memory"] >= len(order)
+
+
+def test_a_memory_file_with_an_encoder_tail_encodes_through_it(tmp_path) -> None:
+    from voxsam.engines.memory3d import Memory3DEngine
+    from voxsam.models.memory3d import build_memory3d, save_memory3d
+
+    try:
+        plain = Memory3DEngine(memory=build_memory3d("litemedsam_mem", memory_pool=4))
+    except CheckpointError as exc:
+        pytest.skip(f"LiteMedSAM weights are not installed: {exc}")
+    released = plain.slices.model.state_dict()
+    tail_keys = [k for k in released if k.startswith("image_encoder.neck.")]
+    memory = build_memory3d("litemedsam_mem", memory_pool=4)
+    memory.encoder_tail = {k: released[k].float() * 0.5 for k in tail_keys}
+    path = save_memory3d(memory, tmp_path / "with_tail.pt")
+    engine = Memory3DEngine(memory_weights=path)
+    own = engine.slices.model.state_dict()
+    assert tail_keys and all(torch.equal(own[k], (released[k].float() * 0.5).half().float()) for k in tail_keys)
+    assert engine.memory.encoder_tail is not None
+    untouched = [k for k in released if k.startswith("image_encoder.") and k not in tail_keys]
+    assert all(torch.equal(own[k], released[k]) for k in untouched)

@@ -45,7 +45,11 @@ class Bank:
 
 
 class Memory3DEngine(Slice2DEngine):
-    """Memory propagation over slices (SAM2-3dMed). Options: `Memory3DOptions`; `memory` overrides the weights."""
+    """Memory propagation over slices (SAM2-3dMed). Options: `Memory3DOptions`; `memory` overrides the weights.
+
+    Slices are encoded by the released LiteMedSAM encoder, or, when the memory file holds an encoder tail
+    (trained with `model.encoder_tail`), through that last stage + neck (only on a model loaded here: a
+    `model` passed in is used as it is)."""
 
     name = "memory3d"
 
@@ -55,13 +59,21 @@ class Memory3DEngine(Slice2DEngine):
         elif overrides:
             options = options.model_copy(update=dict(validate_options("memory3d", Memory3DOptions, overrides).model_dump(exclude_unset=True)))
         assert isinstance(options, Memory3DOptions)
-        if model is None:
-            # the released encoder, whatever encoder tail a slice2d decoder file carries: the memory was
-            # trained on its embeddings
+        own_model = model is None
+        if own_model:
+            # the encoder the memory was trained on: the released one, whatever encoder tail a slice2d decoder
+            # file carries, unless the memory file holds its own tail
             model = load_model(options, encoder_tail=False)
+        if memory is None:
+            memory = load_memory_model(options, model)
+        tail = getattr(memory, "encoder_tail", None)
+        if tail is not None and own_model:
+            from voxsam.models.memory3d import apply_encoder_tail
+
+            apply_encoder_tail(model, tail, f"{options.memory_weights or BUNDLED_MEMORY}: encoder tail")
         super().__init__(options, model)
         self.options: Memory3DOptions = options
-        self.memory = (memory if memory is not None else load_memory_model(options, self.slices.model)).float().eval()
+        self.memory = memory.float().eval()
         if options.prompt_decoder == "memory":
             # prompted slices too go through the memory model's decoder (with no memory), as in training
             self.slices.decoder = lambda emb, **prompts: self.memory.decode(self.memory.condition(emb, [], 0), **prompts)

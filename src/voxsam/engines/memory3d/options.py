@@ -18,7 +18,7 @@ class Memory3DOptions(Slice2DOptions):
     intensity_agreement: float = Field(0.75, ge=0, le=1, allow_inf_nan=False, description="the object has ended when fewer of a slice's mask pixels lie in the prompted slice's object intensity band; 0 disables")
     click_box_mm: tuple[float, ...] = Field((20.0, 40.0, 80.0), description="clicks alone: also try boxes of these sizes (mm) around them and keep the best predicted IoU holding the clicks")
     click_grow_iou: float = Field(0.0, ge=0, le=1, allow_inf_nan=False, description="clicks alone: as slice2d's, off by default (memory3d's decoder, trained on MRI and CT boxes, ranks its candidates well; growing lost a left-atrium case)")
-    prompt_decoder: Literal["memory", "slice2d"] = Field("memory", description="which decoder answers the prompts of a slice with no memory yet (a click or box starting an object): memory3d's own, or slice2d's fine-tuned one, on the released encoder's embeddings (memory3d leaves out the encoder tail of slice2d's file; then the memory takes over from the next slice)")
+    prompt_decoder: Literal["memory", "slice2d"] = Field("memory", description="which decoder answers the prompts of a slice with no memory yet (a click or box starting an object): memory3d's own, or slice2d's fine-tuned one, on memory3d's embeddings (the released encoder's, or through the memory file's encoder tail; slice2d's file's own tail is left out); then the memory takes over from the next slice")
     step_max_mm: Optional[float] = Field(None, description="unused: memory3d walks at a fixed stride (its memories sit at slice index / stride); must stay unset")
     use_memory: bool = Field(True, description="condition propagated slices on the memory bank (false: the memory3d decoder alone, for comparison)")
 

@@ -25,6 +25,7 @@ __all__ = [
     "SRPPHead", "BoundaryHead", "pool_features", "boundary_target", "boundary_loss",
     "save_memory3d", "load_memory3d", "read_memory3d_file",
     "BUNDLED_SLICE2D_DECODER", "read_decoder_file", "load_decoder_weights",
+    "read_encoder_tail", "apply_encoder_tail", "tail_digest",
 ]
 
 _WHERE = {
@@ -35,7 +36,8 @@ _WHERE = {
     "SliceOffsetEncoding": "position", "sine_position_encoding": "position",
     **{name: "heads" for name in ("SRPPHead", "BoundaryHead", "pool_features", "boundary_target", "boundary_loss")},
     **{name: "checkpoint" for name in ("save_memory3d", "load_memory3d", "read_memory3d_file")},
-    **{name: "decoder_weights" for name in ("BUNDLED_SLICE2D_DECODER", "read_decoder_file", "load_decoder_weights")},
+    **{name: "decoder_weights" for name in ("BUNDLED_SLICE2D_DECODER", "read_decoder_file", "load_decoder_weights",
+                                            "read_encoder_tail", "apply_encoder_tail", "tail_digest")},
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,7 +45,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from voxsam.models.memory3d.build import DECODER_PREFIXES, Memory3D, build_memory3d
     from voxsam.models.memory3d.checkpoint import load_memory3d, read_memory3d_file, save_memory3d
     from voxsam.models.memory3d.config import PRESETS, Memory3DConfig, get_config
-    from voxsam.models.memory3d.decoder_weights import BUNDLED_SLICE2D_DECODER, load_decoder_weights, read_decoder_file
+    from voxsam.models.memory3d.decoder_weights import (BUNDLED_SLICE2D_DECODER, apply_encoder_tail, load_decoder_weights,
+                                                         read_decoder_file, read_encoder_tail, tail_digest)
     from voxsam.models.memory3d.heads import BoundaryHead, SRPPHead, boundary_loss, boundary_target, pool_features
     from voxsam.models.memory3d.memory_attention import MemoryAttention
     from voxsam.models.memory3d.memory_encoder import MemoryEncoder

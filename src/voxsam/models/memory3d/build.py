@@ -53,6 +53,10 @@ class Memory3D(nn.Module):
         prompt_encoder, mask_decoder: SAM's (as `Sam2D`'s; LiteMedSAM's weights fit).
         memory_encoder: `MemoryEncoder`. memory_attention: `MemoryAttention`.
         srpp_head: `SRPPHead` or None (``config.srpp``). boundary_head: `BoundaryHead` or None (``config.bd``).
+        encoder_tail: the slice encoder's last stage + neck (float32 tensors named ``image_encoder.layers.*`` /
+            ``image_encoder.neck.*``) whose embeddings the model was trained on, or None for the released
+            LiteMedSAM encoder's. Frozen, not a parameter: saved and loaded with the weights, applied by the
+            engine to its encoder (`voxsam.models.memory3d.apply_encoder_tail`).
         mask_threshold: logit threshold of a foreground pixel (0.0).
     """
 
@@ -69,6 +73,7 @@ class Memory3D(nn.Module):
         self.memory_attention = memory_attention
         self.srpp_head = srpp_head
         self.boundary_head = boundary_head
+        self.encoder_tail: dict[str, Tensor] | None = None
 
     @property
     def device(self) -> torch.device:

@@ -6,7 +6,8 @@ File format (only tensors, strings, numbers, bools, lists and dicts: it loads wi
     {"format": "voxsam.memory3d", "format_version": 1,
      "config": Memory3DConfig.to_dict(), "dtype": "float16",
      "model": Memory3D.trainable_state_dict() (floating tensors stored in ``dtype``),
-     "extra": {...}}
+     "extra": {...},
+     "encoder_tail": {...}}   # only when the model has one (Memory3D.encoder_tail), stored in ``dtype``
 
 Floating tensors are stored in float16 by default (the default config: ~8M parameters, ~16 MB; in
 float32 it would be ~32 MB, over the 25 MB a bundled file may take) and loaded back as float32.
@@ -27,7 +28,7 @@ from voxsam.errors import CheckpointError, ConfigError, OutputPathError
 from voxsam.io.atomic import save_torch_atomic
 from voxsam.models.memory3d.build import Memory3D, build_memory3d
 from voxsam.models.memory3d.config import Memory3DConfig
-from voxsam.models.memory3d.decoder_weights import load_checked
+from voxsam.models.memory3d.decoder_weights import check_encoder_tail, load_checked
 
 FORMAT_TAG = "voxsam.memory3d"
 FORMAT_VERSION = 1
@@ -56,8 +57,10 @@ def save_memory3d(model: Memory3D, path: str | os.PathLike[str], dtype: str = "f
     store = _DTYPES[dtype]
     state = {k: (v.to("cpu", store) if v.is_floating_point() else v.to("cpu")).clone()
              for k, v in model.trainable_state_dict().items()}
-    payload = {"format": FORMAT_TAG, "format_version": FORMAT_VERSION, "config": model.config.to_dict(),
-               "dtype": dtype, "model": state, "extra": dict(extra or {})}
+    payload: dict[str, Any] = {"format": FORMAT_TAG, "format_version": FORMAT_VERSION, "config": model.config.to_dict(),
+                               "dtype": dtype, "model": state, "extra": dict(extra or {})}
+    if model.encoder_tail is not None:
+        payload["encoder_tail"] = {k: v.detach().to("cpu", store).clone() for k, v in model.encoder_tail.items()}
     save_torch_atomic(payload, target)  # temp file + fsync + rename, permissions from the umask
     return target
 
@@ -88,7 +91,7 @@ def load_memory3d(path: str | os.PathLike[str], device: Any = "cpu") -> Memory3D
         path: a file written by `save_memory3d`.
         device: torch device for the model.
     Returns:
-        the `Memory3D` in eval mode on ``device``.
+        the `Memory3D` in eval mode on ``device`` (its ``encoder_tail`` on the CPU, as float32, when the file has one).
     Raises:
         CheckpointError: missing / corrupt / foreign file, invalid config, or weights that do not fit.
     """
@@ -113,4 +116,6 @@ def load_memory3d(path: str | os.PathLike[str], device: Any = "cpu") -> Memory3D
         if tuple(v.shape) != tuple(state[k].shape):
             raise CheckpointError(f"{p}: {k} has shape {tuple(state[k].shape)}, the config needs {tuple(v.shape)}")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+    if payload.get("encoder_tail") is not None:
+        model.encoder_tail = check_encoder_tail(payload["encoder_tail"], str(p))
     return model.to(device).eval()

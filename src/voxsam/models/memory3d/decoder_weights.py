@@ -3,11 +3,16 @@
 A decoder file is a plain state dict (optionally ``{"state_dict": ...}``) whose keys all start with
 ``prompt_encoder.`` or ``mask_decoder.`` (float16 when shipped): `voxsam/weights/slice2d_decoder.pt`
 (`BUNDLED_SLICE2D_DECODER`, LiteMedSAM's decoder fine-tuned by the slice2d family) or one exported by
-``voxsam train`` for slice2d. Read with ``torch.load(weights_only=True)``.
+``voxsam train`` for slice2d. Read with ``torch.load(weights_only=True)``. A file trained with the encoder's
+last stage (slice2d's ``model.train_last_stage``) also holds that stage and the neck (``image_encoder.layers.*``,
+``image_encoder.neck.*``): the *encoder tail*, which memory3d can encode its slices with (`read_encoder_tail`,
+`apply_encoder_tail`).
 """
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +40,77 @@ def load_checked(path: Path, what: str) -> Any:
                               f"{type(exc).__name__}{': ' + first if first else ''}") from None
 
 
-def read_decoder_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
-    """The ``prompt_encoder.*`` + ``mask_decoder.*`` tensors of a decoder file, as float32 (an image-encoder
-    tail the file may also hold, ``image_encoder.layers.*`` / ``image_encoder.neck.*``, is left out: memory3d
-    runs on the released encoder).
-
-    Raises:
-        CheckpointError: missing, unreadable, or not a decoder file.
-    """
-    p = Path(path)
+def _read_state(p: Path) -> dict[str, Tensor]:
+    """Every tensor of a decoder file as stored, or a CheckpointError."""
     state = load_checked(p, "decoder weights")
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not any(isinstance(k, str) and k.startswith(PREFIXES) for k in state) or not all(
             isinstance(k, str) and k.startswith(PREFIXES + TAIL_PREFIXES) and isinstance(v, Tensor) for k, v in state.items()):
         raise CheckpointError(f"{p}: not a slice2d decoder file (expected prompt_encoder.* and mask_decoder.* weights)")
-    return {k: v.float() for k, v in state.items() if k.startswith(PREFIXES)}
+    return state
+
+
+def _bundled_or(path: Any) -> Path:
+    return BUNDLED_SLICE2D_DECODER if isinstance(path, str) and path == "bundled" else Path(path)
+
+
+def read_decoder_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """The ``prompt_encoder.*`` + ``mask_decoder.*`` tensors of a decoder file, as float32 (an encoder tail
+    the file may also hold is left out: `read_encoder_tail` reads it).
+
+    Raises:
+        CheckpointError: missing, unreadable, or not a decoder file.
+    """
+    return {k: v.float() for k, v in _read_state(Path(path)).items() if k.startswith(PREFIXES)}
+
+
+def read_encoder_tail(path: Any) -> dict[str, Tensor]:
+    """The encoder tail (``image_encoder.layers.*`` + ``image_encoder.neck.*``) of a decoder file, as float32.
+
+    Args:
+        path: a decoder file, or "bundled" for `BUNDLED_SLICE2D_DECODER`.
+    Raises:
+        CheckpointError: missing, unreadable, not a decoder file, or one without an encoder tail.
+    """
+    p = _bundled_or(path)
+    tail = {k: v.float() for k, v in _read_state(p).items() if k.startswith(TAIL_PREFIXES)}
+    if not tail:
+        raise CheckpointError(f"{p}: this decoder file holds no encoder tail (image_encoder.layers.* / "
+                              f"image_encoder.neck.*: trained with slice2d's model.train_last_stage)")
+    return tail
+
+
+def check_encoder_tail(tail: Any, where: str) -> dict[str, Tensor]:
+    """`tail` as a float32 state dict of encoder-tail tensors, or a CheckpointError naming `where`."""
+    if not isinstance(tail, Mapping) or not tail or not all(
+            isinstance(k, str) and k.startswith(TAIL_PREFIXES) and isinstance(v, Tensor) for k, v in tail.items()):
+        raise CheckpointError(f"{where}: the encoder tail must map image_encoder.layers.* / image_encoder.neck.* "
+                              f"names to tensors")
+    return {k: v.float() for k, v in tail.items()}
+
+
+def apply_encoder_tail(sam2d: nn.Module, tail: Mapping[str, Tensor], where: str = "encoder tail") -> None:
+    """Load an encoder tail into a `Sam2D` (before its first encoding: a fast encoder snapshots the weights).
+
+    Raises:
+        CheckpointError: a tensor the model lacks or of another shape.
+    """
+    own = sam2d.state_dict()
+    bad = [k for k in tail if k not in own or tuple(own[k].shape) != tuple(tail[k].shape)]
+    if bad:
+        raise CheckpointError(f"{where}: {len(bad)} encoder-tail weights do not fit this encoder, e.g. {bad[0]}")
+    sam2d.load_state_dict({k: v.to(own[k].dtype) for k, v in tail.items()}, strict=False)
+
+
+def tail_digest(tail: Mapping[str, Tensor]) -> str:
+    """12 hex digits naming an encoder tail by its float16 values (the embedding cache's folder name)."""
+    h = hashlib.sha256()
+    for k in sorted(tail):
+        v = tail[k].detach().to("cpu", torch.float16).contiguous()
+        h.update(k.encode())
+        h.update(str(tuple(v.shape)).encode())
+        h.update(v.numpy().tobytes())
+    return h.hexdigest()[:12]
 
 
 def load_decoder_weights(model: nn.Module, path: Any) -> None:
@@ -61,7 +122,7 @@ def load_decoder_weights(model: nn.Module, path: Any) -> None:
     Raises:
         CheckpointError: unreadable file, or weights missing / extra / of another shape.
     """
-    p = BUNDLED_SLICE2D_DECODER if isinstance(path, str) and path == "bundled" else Path(path)
+    p = _bundled_or(path)
     state = read_decoder_file(p)
     own = {k: v for k, v in model.state_dict().items() if k.startswith(PREFIXES)}
     missing = sorted(set(own) - set(state))
