@@ -49,6 +49,18 @@ def _run(engine, prepared, prompts) -> tuple[list[int], np.ndarray]:
         return order, done.value.mask
 
 
+def _speaking_memory(litemedsam):
+    """A memory model whose memory changes the masks: non-zero output projections."""
+    from voxsam.models.memory3d import build_memory3d
+
+    trained = build_memory3d("litemedsam_mem", sam2d=litemedsam, memory_pool=4)
+    with torch.no_grad():
+        for _, p in trained.memory_attention.named_parameters():
+            if p.dim() > 1 and float(p.abs().max()) == 0.0:
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
+    return trained
+
+
 def test_untrained_memory_is_slice2d_exactly_and_a_trained_one_conditions_every_slice(litemedsam) -> None:
     from voxsam.engines.memory3d import Memory3DEngine
     from voxsam.engines.slice2d import Slice2DEngine
@@ -69,12 +81,7 @@ def test_untrained_memory_is_slice2d_exactly_and_a_trained_one_conditions_every_
     dice = 2 * (mask2d & organ).sum() / (mask2d.sum() + organ.sum())
     assert dice > 0.6, dice
 
-    trained = build_memory3d("litemedsam_mem", sam2d=litemedsam, memory_pool=4)
-    with torch.no_grad():  # a memory that speaks: non-zero output projections
-        for name, p in trained.memory_attention.named_parameters():
-            if p.dim() > 1 and float(p.abs().max()) == 0.0:
-                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
-    engine = Memory3DEngine(model=litemedsam, memory=trained)
+    engine = Memory3DEngine(model=litemedsam, memory=_speaking_memory(litemedsam))
     accepted: list[int] = []
     original = engine._accept
     engine._accept = lambda context, k, result: (accepted.append(len(context.memories)), original(context, k, result))[1]  # type: ignore[method-assign]
@@ -82,6 +89,22 @@ def test_untrained_memory_is_slice2d_exactly_and_a_trained_one_conditions_every_
     assert order[0] == 6 and len(accepted) == len(order) - 1
     assert accepted == list(range(1, len(order)))  # the anchor, then every decided slice, joins the bank
     assert not np.array_equal(mask, mask2d)  # the memory changed the propagated slices
+
+
+def test_memory_agreement_keeps_the_memory_free_mask_where_the_two_disagree(litemedsam) -> None:
+    from voxsam.engines.memory3d import Memory3DEngine
+    from voxsam.engines.slice2d import Slice2DEngine
+
+    volume, _ = _organ()
+    prompts = PromptSet(boxes=(Box((20.0, 21.0, 6.0), (44.0, 39.0, 6.0), SliceRef(2, 6)),))
+    prepared = Slice2DEngine(model=litemedsam).prepare(volume)
+    memory = _speaking_memory(litemedsam)
+    _, with_memory = _run(Memory3DEngine(model=litemedsam, memory=memory), prepared, prompts)
+    _, without = _run(Memory3DEngine(model=litemedsam, memory=memory, use_memory=False), prepared, prompts)
+    assert not np.array_equal(with_memory, without)
+    # a floor of 1: only a memory mask identical to the memory-free one is kept, so the walk is the memory-free one
+    _, strict = _run(Memory3DEngine(model=litemedsam, memory=memory, memory_agreement=1.0), prepared, prompts)
+    np.testing.assert_array_equal(strict, without)
 
 
 def test_registry_options_and_weights_errors(tmp_path) -> None:

@@ -113,8 +113,17 @@ class Memory3DEngine(Slice2DEngine):
         here = context.position(k)
         chosen = select_memories(context.memories, here, cfg.max_bank, cfg.max_conditioning) if self.options.use_memory else []
 
+        floor = self.options.memory_agreement
+
         def decode(emb: Any, **prompts: Any) -> Any:
-            return self.memory.decode(self.memory.condition(emb, chosen, here), **prompts)
+            low, iou = self.memory.decode(self.memory.condition(emb, chosen, here), **prompts)
+            if floor <= 0 or not chosen:
+                return low, iou
+            plain_low, plain_iou = self.memory.decode(self.memory.condition(emb, [], here), **prompts)
+            a, b = low > 0, plain_low > 0
+            both = (a.sum(dim=(1, 2, 3)) + b.sum(dim=(1, 2, 3))).clamp(min=1)
+            keep = (2 * (a & b).sum(dim=(1, 2, 3)) / both >= floor).view(-1, 1, 1, 1)  # per prompt set
+            return torch.where(keep, low, plain_low), torch.where(keep.view(-1, 1), iou, plain_iou)
 
         with torch.inference_mode():
             return self.slices.segment_with(prepared, axis, k, points, labels, box, mask_prompt, expand, decode=decode)

@@ -16,11 +16,11 @@ class Memory3DOptions(Slice2DOptions):
     stop_iou: float = Field(0.0, ge=0, le=1, allow_inf_nan=False, description="the object has ended when the predicted IoU of a slice falls below this (off by default: trained on propagated slices, the IoU head is a poor end-of-object signal; the stability and intensity rules decide, docs/benchmarks.md)")
     min_stability: float = Field(0.7, ge=0, le=1, allow_inf_nan=False, description="the object has ended when a slice's mask stability (pixels with logit > 1 over pixels with logit > -1) falls below this; 0 disables")
     intensity_agreement: float = Field(0.75, ge=0, le=1, allow_inf_nan=False, description="the object has ended when fewer of a slice's mask pixels lie in the prompted slice's object intensity band; 0 disables")
-    click_box_mm: tuple[float, ...] = Field((20.0, 40.0, 80.0), description="clicks alone: also try boxes of these sizes (mm) around them and keep the best predicted IoU holding the clicks")
     click_grow_iou: float = Field(0.0, ge=0, le=1, allow_inf_nan=False, description="clicks alone: as slice2d's, off by default (memory3d's decoder, trained on MRI and CT boxes, ranks its candidates well; growing lost a left-atrium case)")
     prompt_decoder: Literal["memory", "slice2d"] = Field("memory", description="which decoder answers the prompts of a slice with no memory yet (a click or box starting an object): memory3d's own, or slice2d's fine-tuned one, on memory3d's embeddings (the released encoder's, or through the memory file's encoder tail; slice2d's file's own tail is left out); then the memory takes over from the next slice")
     step_max_mm: Optional[float] = Field(None, description="unused: memory3d walks at a fixed stride (its memories sit at slice index / stride); must stay unset")
     use_memory: bool = Field(True, description="condition propagated slices on the memory bank (false: the memory3d decoder alone, for comparison)")
+    memory_agreement: float = Field(0.0, ge=0, le=1, allow_inf_nan=False, description="propagated slices are also decoded without the memory, and where the two masks' Dice is below this the memory-free mask is kept (a memory that led the walk onto a neighbouring object; one more decode per slice, no encoding); 0: off")
 
     @field_validator("step_max_mm")
     @classmethod
