@@ -10,7 +10,8 @@ from voxsam.cli.engine_args import EngineOption
 from voxsam.cli.io_cmds import AllowUnevenOption, SeriesOption
 
 #: The engine that ranks best at one click on the held-out validation split, by a margin its paired 95% interval
-#: settles (slice2d 0.570 vs classic 0.511, +0.012..+0.106; README, "Default engine"; docs/benchmarks.md).
+#: settles (slice2d 0.617 vs classic 0.511, +0.065..+0.147, and vs memory3d 0.565, +0.028..+0.077; README, "Default
+#: engine"; docs/benchmarks.md).
 SEGMENT_ENGINE = "slice2d"
 
 
