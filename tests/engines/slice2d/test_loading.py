@@ -63,14 +63,15 @@ def test_bad_decoder_files_are_checkpoint_errors(tmp_path: Path) -> None:
 
 
 def test_memory3d_keeps_the_released_encoder_under_a_decoder_file_with_a_tail(tmp_path: Path) -> None:
-    """slice2d encodes with a decoder file's trained encoder tail; memory3d (whose memory was trained on the
-    released encoder's embeddings) loads the same file's decoder only."""
+    """slice2d encodes with a decoder file's trained encoder tail; memory3d loads the same file's decoder only: its
+    encoder is the released one unless the memory file carries a tail (here a memory without one)."""
     import importlib.metadata as importlib_metadata
 
     from voxsam.engines.memory3d.engine import Memory3DEngine
     from voxsam.engines.memory3d.options import Memory3DOptions
     from voxsam.engines.slice2d.loading import load_model
     from voxsam.engines.slice2d.options import Slice2DOptions
+    from voxsam.models.memory3d import build_memory3d
     from voxsam.models.sam2d import LITEMEDSAM, load_litemedsam
 
     try:
@@ -84,6 +85,7 @@ def test_memory3d_keeps_the_released_encoder_under_a_decoder_file_with_a_tail(tm
     path = _save(state, tmp_path / "tail.pt")
     neck, head = "image_encoder.neck.0.weight", "mask_decoder.iou_token.weight"
     slice2d = load_model(Slice2DOptions(decoder=path)).state_dict()
-    memory3d = Memory3DEngine(Memory3DOptions(decoder=path)).slices.model.state_dict()
+    tailless = build_memory3d("litemedsam_mem", memory_pool=4)
+    memory3d = Memory3DEngine(Memory3DOptions(decoder=path), memory=tailless).slices.model.state_dict()
     assert torch.equal(slice2d[neck], state[neck]) and torch.equal(memory3d[neck], released[neck])
     assert torch.equal(slice2d[head], state[head]) and torch.equal(memory3d[head], state[head])
