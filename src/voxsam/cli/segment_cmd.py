@@ -10,7 +10,7 @@ from voxsam.cli.engine_args import EngineOption
 from voxsam.cli.io_cmds import AllowUnevenOption, SeriesOption
 
 #: The engine that ranks best at one click on the held-out validation split, by a margin its paired 95% interval
-#: settles (slice2d 0.617 vs classic 0.511, +0.065..+0.147, and vs memory3d 0.565, +0.028..+0.077; README, "Default
+#: settles (slice2d 0.617 vs classic 0.511, +0.065..+0.147, and vs memory3d 0.577, +0.017..+0.065; README, "Default
 #: engine"; docs/benchmarks.md).
 SEGMENT_ENGINE = "slice2d"
 

@@ -81,7 +81,7 @@ def test_untrained_memory_is_slice2d_exactly_and_a_trained_one_conditions_every_
     dice = 2 * (mask2d & organ).sum() / (mask2d.sum() + organ.sum())
     assert dice > 0.6, dice
 
-    engine = Memory3DEngine(model=litemedsam, memory=_speaking_memory(litemedsam))
+    engine = Memory3DEngine(model=litemedsam, memory=_speaking_memory(litemedsam), memory_agreement=0.0)
     accepted: list[int] = []
     original = engine._accept
     engine._accept = lambda context, k, result: (accepted.append(len(context.memories)), original(context, k, result))[1]  # type: ignore[method-assign]
@@ -99,7 +99,7 @@ def test_memory_agreement_keeps_the_memory_free_mask_where_the_two_disagree(lite
     prompts = PromptSet(boxes=(Box((20.0, 21.0, 6.0), (44.0, 39.0, 6.0), SliceRef(2, 6)),))
     prepared = Slice2DEngine(model=litemedsam).prepare(volume)
     memory = _speaking_memory(litemedsam)
-    _, with_memory = _run(Memory3DEngine(model=litemedsam, memory=memory), prepared, prompts)
+    _, with_memory = _run(Memory3DEngine(model=litemedsam, memory=memory, memory_agreement=0.0), prepared, prompts)
     _, without = _run(Memory3DEngine(model=litemedsam, memory=memory, use_memory=False), prepared, prompts)
     assert not np.array_equal(with_memory, without)
     # a floor of 1: only a memory mask identical to the memory-free one is kept, so the walk is the memory-free one
