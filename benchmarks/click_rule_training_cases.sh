@@ -54,3 +54,9 @@ M3T=(memory_weights=runs/memory3d_tail.pt click_box_mm=20,40,80,160)
 run tail memory3d "${M3T[@]}"
 run tail_agree50 memory3d "${M3T[@]}" memory_agreement=0.5
 run tail_agree80 memory3d "${M3T[@]}" memory_agreement=0.8
+# the check against slice2d's own answer (agreement_reference=slice2d: the plain embedding, no learned no-memory
+# embedding), with slice2d's decoder answering the prompted slice and the cross views (prompt_decoder=slice2d);
+# seventeenth session, the bundled memory file
+run ref_slice2d_agree50 memory3d prompt_decoder=slice2d agreement_reference=slice2d memory_agreement=0.5
+run ref_slice2d_agree80 memory3d prompt_decoder=slice2d agreement_reference=slice2d memory_agreement=0.8
+run prompt_slice2d_agree50 memory3d prompt_decoder=slice2d memory_agreement=0.5

@@ -107,6 +107,28 @@ def test_memory_agreement_keeps_the_memory_free_mask_where_the_two_disagree(lite
     np.testing.assert_array_equal(strict, without)
 
 
+def test_agreement_reference_slice2d_falls_back_to_slice2d_s_own_walk(litemedsam) -> None:
+    """`agreement_reference=slice2d`: the memory-free mask is slice2d's (no learned no-memory embedding), so with
+    a floor of 1 and slice2d answering the prompted slice the walk is slice2d's at memory3d's fixed stride; the
+    memory model's own memory-free decode differs once its no-memory embedding is not zero."""
+    from voxsam.engines.memory3d import Memory3DEngine
+    from voxsam.engines.slice2d import Slice2DEngine
+
+    volume, _ = _organ()
+    prompts = PromptSet(boxes=(Box((20.0, 21.0, 6.0), (44.0, 39.0, 6.0), SliceRef(2, 6)),))
+    base = Slice2DEngine(model=litemedsam, step_max_mm=None)
+    prepared = base.prepare(volume)
+    _, mask2d = _run(base, prepared, prompts)
+    memory = _speaking_memory(litemedsam)
+    with torch.no_grad():
+        memory.memory_attention.no_memory.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))
+    strict = dict(model=litemedsam, memory=memory, memory_agreement=1.0, prompt_decoder="slice2d")
+    _, referenced = _run(Memory3DEngine(agreement_reference="slice2d", **strict), prepared, prompts)
+    np.testing.assert_array_equal(referenced, mask2d)
+    _, own = _run(Memory3DEngine(agreement_reference="no_memory", **strict), prepared, prompts)
+    assert not np.array_equal(own, mask2d)
+
+
 def test_registry_options_and_weights_errors(tmp_path) -> None:
     from voxsam.engines import ENGINES, engine_spec
     from voxsam.engines.memory3d import Memory3DOptions

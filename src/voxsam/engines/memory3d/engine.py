@@ -119,7 +119,10 @@ class Memory3DEngine(Slice2DEngine):
             low, iou = self.memory.decode(self.memory.condition(emb, chosen, here), **prompts)
             if floor <= 0 or not chosen:
                 return low, iou
-            plain_low, plain_iou = self.memory.decode(self.memory.condition(emb, [], here), **prompts)
+            if self.options.agreement_reference == "slice2d":
+                plain_low, plain_iou = self.slices.model.decode(emb, **prompts)  # slice2d's own answer
+            else:
+                plain_low, plain_iou = self.memory.decode(self.memory.condition(emb, [], here), **prompts)
             a, b = low > 0, plain_low > 0
             both = (a.sum(dim=(1, 2, 3)) + b.sum(dim=(1, 2, 3))).clamp(min=1)
             keep = (2 * (a & b).sum(dim=(1, 2, 3)) / both >= floor).view(-1, 1, 1, 1)  # per prompt set

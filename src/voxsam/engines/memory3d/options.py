@@ -20,6 +20,7 @@ class Memory3DOptions(Slice2DOptions):
     prompt_decoder: Literal["memory", "slice2d"] = Field("memory", description="which decoder answers the prompts of a slice with no memory yet (a click or box starting an object): memory3d's own, or slice2d's fine-tuned one, on memory3d's embeddings (the released encoder's, or through the memory file's encoder tail; slice2d's file's own tail is left out); then the memory takes over from the next slice")
     step_max_mm: Optional[float] = Field(None, description="unused: memory3d walks at a fixed stride (its memories sit at slice index / stride); must stay unset")
     use_memory: bool = Field(True, description="condition propagated slices on the memory bank (false: the memory3d decoder alone, for comparison)")
+    agreement_reference: Literal["no_memory", "slice2d"] = Field("no_memory", description="memory_agreement: the memory-free mask a propagated slice's memory mask is checked against and gives way to: the memory model's decode of an empty bank (its learned no-memory embedding added, as for a prompted slice in training) or slice2d's (the plain slice embedding, the decoder both engines share)")
     memory_agreement: float = Field(0.5, ge=0, le=1, allow_inf_nan=False, description="propagated slices are also decoded without the memory, and where the two masks' Dice is below this the memory-free mask is kept (a memory that led the walk off the object; one more decode per slice, no encoding; chosen on training cases, docs/benchmarks.md); 0: off")
 
     @field_validator("step_max_mm")
