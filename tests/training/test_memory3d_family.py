@@ -11,14 +11,14 @@ torch = pytest.importorskip("torch")
 
 from voxsam.training.data import TrainCase  # noqa: E402
 from voxsam.training.memory3d_config import Memory3DTrainConfig  # noqa: E402
-from voxsam.training.memory3d_data import Window, make_window_plan, target_runs  # noqa: E402
+from voxsam.training.memory3d_data import Window, make_window_plan, run_stride, split_runs, target_runs  # noqa: E402
 from voxsam.training.slice2d_data import CachedSlice, Survey, Target, _pack  # noqa: E402
 
 
-def _survey(n_slices: int = 30, lo: int = 10, hi: int = 19, source: str = "s") -> Survey:
+def _survey(n_slices: int = 30, lo: int = 10, hi: int = 19, source: str = "s", slice_mm: float = 3.0) -> Survey:
     case = TrainCase(source, "c1", (Path("img.nii.gz"),), Path("lab.nii.gz"), "CT")
     counts = {1: [(0, [0]), (0, [0]), (lo, [100] * (hi - lo + 1))]}
-    return Survey("key", case, (64, 64, n_slices), (1.0, 1.0, 3.0), 2, counts)
+    return Survey("key", case, (64, 64, n_slices), (1.0, 1.0, slice_mm), 2, counts)
 
 
 def test_runs_cover_the_object_and_its_ends() -> None:
@@ -34,6 +34,24 @@ def test_runs_cover_the_object_and_its_ends() -> None:
     items = make_window_plan([sv], {"s": 1.0}, 100, 12, 2, 3, 20, 0)
     assert 12 <= len(items) <= 24 and all(t.axis == 2 for t, _ in items)
     assert make_window_plan([sv], {"s": 1.0}, 11, 12, 1, 3, 20, 0) == []  # the budget holds no whole run
+
+
+def test_runs_on_thin_slices_take_every_nth_slice_as_the_engines_walk() -> None:
+    thin = _survey(120, 40, 79, slice_mm=0.625)
+    assert run_stride(thin, 2, 2.5) == 4 and run_stride(thin, 2, None) == 1 and run_stride(_survey(), 2, 2.5) == 1
+    t = Target("s", thin, 1, 2, thin.valid_slices(1, 2, 20), 8)
+    for seed in range(40):
+        for run in target_runs(t, 8, 1, 3, np.random.default_rng(seed), stride=4):
+            assert run == list(range(run[0], run[0] + 29, 4))
+            assert run[0] >= 40 - 12 and run[-1] <= 79 + 12  # within 3 steps of the object's ends
+    items = make_window_plan([thin], {"s": 1.0}, 100, 8, 1, 3, 20, 0, step_mm=2.5)
+    ks = [k for _, k in items]
+    assert len(ks) == 8 and np.all(np.diff(ks) == 4)
+    # two runs of different phases interleave in the sorted cache: they stay two windows
+    cached = [type("C", (), {"emb_path": Path(f"case/a2_{k:04d}.npy")})() for k in sorted([10, 14, 18, 11, 15, 19])]
+    runs = split_runs(cached, 4)  # type: ignore[arg-type]
+    assert [[c.emb_path.stem for c in r] for r in runs] == [["a2_0010", "a2_0014", "a2_0018"], ["a2_0011", "a2_0015", "a2_0019"]]
+    assert len(split_runs(cached, 1)) == 3  # type: ignore[arg-type]
 
 
 def _window(tmp_path: Path, n: int = 6) -> Window:

@@ -44,6 +44,10 @@ class Memory3DDataSection(_Strict):
     min_pixels: int = Field(default=20, ge=1)
     ct_window: tuple[float, float] | None = Field(default=None, description="HU mapped to [0, 1] before encoding "
                                                   "CT slices (default the engines' default; their ct_window must match).")
+    step_mm: float | None = Field(default=None, gt=0, le=50, description="Runs take every n-th slice, n = "
+                                  "floor(step_mm / slice spacing) (at least 1): the stride the engines walk at "
+                                  "(their step_mm, 2.5 by default: every 4th slice of 0.625 mm MRI). None: "
+                                  "consecutive slices.")
     plan_seed: int = 0
 
 

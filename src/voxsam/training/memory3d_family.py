@@ -113,7 +113,7 @@ class Memory3DFamily:
         surveys, problems = survey_sources(d.sources, d.cache_dir)
         weights = {s.name: s.weight for s in d.sources}
         items = make_window_plan(surveys, weights, d.max_embeddings, d.run_slices, d.runs_per_target, d.overhang,
-                                 d.min_pixels, d.plan_seed)
+                                 d.min_pixels, d.plan_seed, d.step_mm)
         tail = encoder_tail(cfg)
         encoder_id = f"litemedsam_{LITEMEDSAM.sha256[:12]}"
         if tail is not None:
@@ -130,7 +130,7 @@ class Memory3DFamily:
         problems += skipped
         for p in problems:
             log.warning("skipped: %s", p)
-        windows = load_windows(items, folders)
+        windows = load_windows(items, folders, d.step_mm)
         if not any(windows.values()):
             raise ConfigError("memory3d: no run of consecutive slices in any source")
         summary = f"{len(items)} cached slices in runs; " + ", ".join(f"{s} {len(v)} windows" for s, v in sorted(windows.items()))

@@ -60,8 +60,9 @@ class WindowSamples(torch.utils.data.Dataset[dict[str, Any]]):
         sample.update({
             "emb": np.stack([np.load(cs.emb_path) for cs in part]),
             "target": np.stack([to_grid(t, cs.resized) for t, cs in zip(truths, part)]),
-            "resized": part[0].resized, "prompted": p, "first": window.first + start,
-            "info": f"{source}:{window.name}/a{window.axis}_{window.first + start}+{length}",
+            # positions in steps of the window's stride (as the engine's memories sit at slice index / stride)
+            "resized": part[0].resized, "prompted": p, "first": window.first // window.stride + start,
+            "info": f"{source}:{window.name}/a{window.axis}_{window.first + start * window.stride}+{length}x{window.stride}",
         })
         return sample
 
