@@ -59,4 +59,5 @@ run tail_agree80 memory3d "${M3T[@]}" memory_agreement=0.8
 # seventeenth session, the bundled memory file
 run ref_slice2d_agree50 memory3d prompt_decoder=slice2d agreement_reference=slice2d memory_agreement=0.5
 run ref_slice2d_agree80 memory3d prompt_decoder=slice2d agreement_reference=slice2d memory_agreement=0.8
-run prompt_slice2d_agree50 memory3d prompt_decoder=slice2d memory_agreement=0.5
+# the bundled memory trained on with windows at the engines' stride (configs/memory3d_strided.yaml), engine defaults
+run strided memory3d memory_weights=runs/memory3d_strided.pt
