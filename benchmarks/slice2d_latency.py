@@ -321,10 +321,11 @@ def tube_volume(shape: tuple[int, int, int] = (256, 256, 120), depth: int | None
 
 def propagation_child(precision: str, threads: int, length: int, engine: str = "slice2d", slice_step: int | None = 1,
                       drift_px: float = 20.0, cross_views: bool = True, slice_mm: float = 2.0,
-                      step_max_mm: str = "default") -> dict[str, Any]:
+                      step_max_mm: str = "default", steady: str = "default") -> dict[str, Any]:
     """One box -> propagation over the tube; then set_mask + a click on one slice (all cached). `slice_step`
     None: the engine's default stride for `slice_mm`; `step_max_mm` (slice2d): "default", "off" (a fixed
-    stride) or mm (how far the stride may grow)."""
+    stride) or mm (how far the stride may grow); `steady` (slice2d): "default", "on" or "off" (the option
+    step_grow_steady: the stride also grows where the shape changes steadily)."""
     from voxsam.session import Session
 
     torch.set_num_threads(threads)
@@ -334,6 +335,8 @@ def propagation_child(precision: str, threads: int, length: int, engine: str = "
     walk: dict[str, Any] = {"slice_step": slice_step} if slice_step is not None else {}
     if step_max_mm != "default":
         walk["step_max_mm"] = None if step_max_mm == "off" else float(step_max_mm)
+    if steady != "default":
+        walk["step_grow_steady"] = steady == "on"
     s = Session(vol, engine, precision=precision, cross_views=cross_views, **walk)
     s.prepare()
     setup = time.perf_counter() - t0
@@ -362,7 +365,8 @@ def propagation_child(precision: str, threads: int, length: int, engine: str = "
     return {
         "engine": engine, "precision": precision, "threads": threads, "slice_mm": slice_mm,
         "slice_step": slice_step if slice_step is not None else walker.slice_step(prepared, 2),
-        "step_max_mm": walker.options.step_max_mm, "object_slices": int(z.size),
+        "step_max_mm": walker.options.step_max_mm, "step_grow_steady": getattr(walker.options, "step_grow_steady", None),
+        "object_slices": int(z.size),
         "tube_drift_px": drift_px, "cross_views": cross_views,
         "setup_s (engine + weights + fast encoder build is lazy)": round(setup, 2),
         "propagation_s": round(first, 2), "slices_visited": len(visited), "encoder_calls": calls_first,
@@ -376,11 +380,12 @@ def propagation_child(precision: str, threads: int, length: int, engine: str = "
 
 
 def propagation(precision: str, threads: int, length: int, engine: str = "slice2d", slice_step: int | None = 1,
-                drift_px: float = 20.0, cross_views: bool = True, slice_mm: float = 2.0, step_max_mm: str = "default") -> dict[str, Any]:
+                drift_px: float = 20.0, cross_views: bool = True, slice_mm: float = 2.0, step_max_mm: str = "default",
+                steady: str = "default") -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--_child", precision, "--threads", str(threads), "--length", str(length), "--engine", engine,
            "--slice-steps", "auto" if slice_step is None else str(slice_step), "--drift", str(drift_px),
            "--cross-views", "on" if cross_views else "off", "--slice-mm", str(slice_mm),
-           "--step-max-mm", step_max_mm]
+           "--step-max-mm", step_max_mm, "--step-grow-steady", steady]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         return {"precision": precision, "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
@@ -453,17 +458,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slice-mm", type=float, default=2.0, help="the tube's slice thickness (mm; 0.8 mm pixels)")
     ap.add_argument("--step-max-mm", default="default", help="engine option step_max_mm of the propagation runs (the stride grows "
                     "along a steady shape): 'default', 'off' (a fixed stride) or mm, e.g. 'off,10' (one run each; slice2d only)")
+    ap.add_argument("--step-grow-steady", default="default", help="engine option step_grow_steady of the propagation runs (the "
+                    "stride also grows where the shape changes steadily): 'default', 'on', 'off' or e.g. 'off,on' (one run each; slice2d only)")
     ap.add_argument("--cross-views", default="on", help="engine option cross_views of the propagation runs: 'on', 'off' or "
                     "'on,off' (one run each; off measures the walk alone: the cross views cost 2 encodings per new object)")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     steps: list[int | None] = [None if v.strip() == "auto" else int(v) for v in args.slice_steps.split(",")]
     growth = [v.strip() for v in args.step_max_mm.split(",")]
+    steadies = [v.strip() for v in args.step_grow_steady.split(",")]
     crosses = [{"on": True, "off": False}[v.strip()] for v in args.cross_views.split(",")]
 
     if args._child:
         print(json.dumps(propagation_child(args._child, int(args.threads or 1), args.length, args.engine, steps[0], args.drift, crosses[0],
-                                           args.slice_mm, growth[0])))
+                                           args.slice_mm, growth[0], steadies[0])))
         return 0
 
     quick = args.quick
@@ -478,8 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     # 1. the engine end to end, each precision in its own process (own peak RSS)
     if not args.no_propagation and not args.decoder_only:
         props = ["bfloat16" if bf16 else "float32"] if quick else (["float32", "bfloat16"] if bf16 else ["float32"])
-        result["propagation"] = [propagation(p, args.prop_threads, args.length, args.engine, n, args.drift, c, args.slice_mm, g)
-                                 for p in props for n in steps for c in crosses for g in growth]
+        result["propagation"] = [propagation(p, args.prop_threads, args.length, args.engine, n, args.drift, c, args.slice_mm, g, st)
+                                 for p in props for n in steps for c in crosses for g in growth for st in steadies]
         for r in result["propagation"]:
             target = TARGETS["s_per_100_slices_bf16_native" if r.get("precision") == "bfloat16" else "s_per_100_slices_float32"]
             r["target_s_per_100_slices"] = target

@@ -313,6 +313,37 @@ def test_the_stride_grows_along_a_smooth_object_and_falls_back_where_it_changes(
             assert n_grown > 0.6 * n_fixed, (n_grown, n_fixed)
 
 
+def test_a_steadily_widening_object_grows_the_stride_under_step_grow_steady_and_its_ends_are_bisected() -> None:
+    """`step_grow_steady`: a cone widens at an even rate, so consecutive decided masks differ (no growth by
+    Dice with the one before) but interpolation across two jumps gives the middle one back: the stride grows,
+    fewer slices are encoded, the mask stays that of a fixed stride, and the walk still finds both ends
+    (a failed jump halves down to single slices)."""
+    shape = (64, 64, 100)
+    grid = np.indices(shape).astype(float)
+    radial = np.sqrt((grid[0] - 32) ** 2 + (grid[1] - 32) ** 2)
+    z = grid[2]
+    truth = (radial <= 3 + (z - 10) * 0.3) & (z >= 10) & (z < 87)
+    image = np.where(truth, 100.0, 0.0).astype(np.float32) + 1.0
+    image[0, 0, 0] = 0.0
+    vol = Volume(image, np.diag([1.0, 1.0, 0.625, 1.0]), modality="MR")
+    runs = {}
+    for steady in (None, False, True):
+        options: dict[str, object] = {"step_max_mm": None} if steady is None else {"step_max_mm": 10.0, "step_grow_steady": steady}
+        engine = _engine(step_grow_dice=0.95, **options)  # base stride 4 (2.5 mm), up to 16
+        decided: list[int] = []
+        segment_with = engine.slices.segment_with
+        engine.slices.segment_with = lambda prep, ax, k, *a, _d=decided, _f=segment_with, **kw: (_d.append(k), _f(prep, ax, k, *a, **kw))[1]  # type: ignore[misc]
+        s = Session(vol, engine)
+        s.add_point((32, 32, 50), axis=2, propagate=False)
+        order = [k for k, _ in s.propagate()]
+        assert sorted(order) == list(range(10, 87)), (steady, order)
+        runs[steady] = (s.mask.astype(bool), len(set(decided)), int(np.diff(sorted(decided + [50])).max()))
+    (fixed, n_fixed, _), (_, n_dice, _), (grown, n_steady, widest) = runs[None], runs[False], runs[True]
+    dice = 2 * (fixed & grown).sum() / (fixed.sum() + grown.sum())
+    assert dice > 0.97 and widest == 16, (dice, widest)
+    assert n_steady <= 0.8 * min(n_dice, n_fixed), (n_steady, n_dice, n_fixed)  # 19 vs 25 and 24 when written
+
+
 def test_memory3d_keeps_a_fixed_stride() -> None:
     from voxsam.engines.memory3d.options import Memory3DOptions
     from voxsam.engines.options import validate_options

@@ -26,8 +26,10 @@ Each slice is encoded once (cached per volume, memory-bounded) and only when pro
 slices the walk decides every n-th slice (`slice_step`, default as many as fit in `step_mm`) and interpolates the
 shapes between; a jump that fails a stopping rule is retried slice by slice, so an object ends where it would.
 With `step_max_mm` the stride doubles (up to that many mm) while each jump's mask agrees with the one before
-(Dice >= `step_grow_dice`: a long steady object needs fewer encodings) and halves where it does not; a failed
-grown jump is retried at half the stride, down to the base one and then slice by slice.
+(Dice >= `step_grow_dice`: a long steady object needs fewer encodings), or, with `step_grow_steady` on slices
+thin enough that the base stride jumps, while the shape changes steadily (the middle of the last two decided
+jumps comes back from interpolating across both), and halves where neither holds; a failed jump of such a walk
+is retried at half the stride, down to single slices (a bisection of where the object ends).
 """
 from __future__ import annotations
 
@@ -225,14 +227,20 @@ class Slice2DEngine(Engine):
         cached neighbours), the walk decides every n-th slice (and every locked or prompted one) and
         interpolates the shapes between; where a jump fails a stopping rule, it goes back to single slices
         so the object ends where it would have ended. With `step_max_mm` the stride grows along a steady shape
-        (doubling while consecutive decided masks keep Dice >= `step_grow_dice`, halving otherwise; a failed
-        grown jump halves it). A walk never decides a slice outside `bound`."""
+        (doubling while consecutive decided masks keep Dice >= `step_grow_dice` or, with `step_grow_steady`,
+        while interpolation across the last two jumps gives back the mask between them; halving otherwise; a
+        failed jump halves it, down to single slices). A walk never decides a slice outside `bound`."""
         o = self.options
         view = prepared.view(axis)
         stops = visit_always(prompts, locked, axis)
         stride = 1 if old is not None else self.slice_step(prepared, axis)  # an edit stays local: every slice
         base, top = stride, stride if old is not None else self.max_slice_step(prepared, axis, stride)
+        bisect = top > base
+        # thin slices only (the walk already jumps there): on thicker ones, where it decides every slice,
+        # longer jumps over changing shapes cost Dice on CT (docs/benchmarks.md)
+        steady_rule = o.step_grow_steady and bisect and base > 1
         prev, agreeing, here, decided, past = first, 0, start, 0, False
+        before: tuple[int, np.ndarray] | None = None  # the decided slice before `here` (the steady-shape rule)
         while 0 <= here + step < prepared.shape[axis]:
             k = next_visit(here, step, stride, prepared.shape[axis], stops)
             if bound is not None and not past:
@@ -249,6 +257,8 @@ class Slice2DEngine(Engine):
             else:
                 points, labels, user_box = slice_prompts(prepared, axis, k, prompts)
                 box = user_box if user_box is not None or o.propagation_prompt == "mask" else main_parts_box(prev, o.box_min_part)
+                if user_box is None and box is not None and steady_rule and before is not None and abs(k - here) > 1:
+                    box = self._box_ahead(box, before, here, k)
                 mask_prompt = prev if o.propagation_prompt != "box" else None
                 expand = 0.0 if user_box is not None else o.box_expand_px
                 result = self._segment_next(context, prepared, axis, k, points, labels, box, mask_prompt, expand)
@@ -264,9 +274,9 @@ class Slice2DEngine(Engine):
                 unsure = unsure or (past and (result.stability < o.past_views_stability or result.iou < o.past_views_iou))
                 if not prompted and (area < max(1, o.min_area_px) or unsure or leak):
                     if abs(k - here) > 1:
-                        # the object may end between: a grown stride halves (no more growth), a base one
-                        # walks the rest slice by slice
-                        stride = top = max(base, stride // 2) if stride > base else 1
+                        # the object may end between: the stride halves (no more growth); a walk that may
+                        # grow bisects down to single slices, a fixed one walks on slice by slice from its base
+                        stride = top = max(1, stride // 2) if bisect or stride > base else 1
                         base = min(base, stride)
                         continue
                     return
@@ -274,7 +284,8 @@ class Slice2DEngine(Engine):
             decided += 1
             gap = abs(k - here)
             if top > base and gap == stride:  # a full jump: the next one grows while the shape holds still
-                stride = min(top, 2 * stride) if dice2d(prev, current) >= o.step_grow_dice else max(base, stride // 2)
+                steady = dice2d(prev, current) >= o.step_grow_dice or (steady_rule and self._interpolates(before, here, prev, k, current, view.spacing_rc))
+                stride = min(top, 2 * stride) if steady else max(base, stride // 2)
             if gap > 1:
                 between = interpolate_masks(prev, current, [i / gap for i in range(1, gap)], view.spacing_rc)
                 for i, plane in enumerate(between, start=1):
@@ -284,7 +295,31 @@ class Slice2DEngine(Engine):
                 agreeing = agreeing + 1 if dice2d(current, view.take(old, k)) >= o.edit_agreement else 0
                 if agreeing >= 2:
                     return
-            prev, here = current, k
+            before, prev, here = (here, prev), current, k
+
+    def _interpolates(
+        self, before: tuple[int, np.ndarray] | None, here: int, prev: np.ndarray, k: int, current: np.ndarray,
+        spacing: tuple[float, float],
+    ) -> bool:
+        """`step_grow_steady`: does the shape change steadily over the last two jumps, i.e. does the middle
+        decided mask (`prev`, slice `here`) come back when interpolated from its neighbours (the slice `before`
+        and slice `k`'s `current`) with Dice >= `step_grow_dice`? Then a jump as long as both interpolates well."""
+        if before is None or not before[1].any() or not current.any():
+            return False
+        back, ahead = abs(here - before[0]), abs(k - here)
+        (middle,) = interpolate_masks(before[1], current, [back / (back + ahead)], spacing)
+        return dice2d(middle, prev) >= self.options.step_grow_dice
+
+    def _box_ahead(self, box: np.ndarray, before: tuple[int, np.ndarray], here: int, k: int) -> np.ndarray:
+        """`step_grow_steady`: the box (row0, col0, row1, col1) prompting slice k from slice `here`, widened
+        where the object widened between the slice `before` and `here`, at the same rate per slice over the
+        jump: a long jump along a widening object would otherwise cut its mask at the last slice's box."""
+        back = main_parts_box(before[1], self.options.box_min_part)
+        if back is None:
+            return box
+        ahead = box + (box - back) * (abs(k - here) / max(abs(here - before[0]), 1))
+        grown = np.concatenate([np.minimum(box[:2], ahead[:2]), np.maximum(box[2:], ahead[2:])])
+        return np.clip(grown, 0, np.array(before[1].shape * 2, dtype=np.float64) - 1)
 
     def _walk_bound(
         self, prepared: PreparedVolume, axis: int, anchor: int, start: np.ndarray, prompts: PromptSet,
