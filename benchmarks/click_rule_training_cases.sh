@@ -48,6 +48,9 @@ run step5mm slice2d step_mm=5
 run step7p5mm slice2d step_mm=7.5
 run grow10 slice2d step_max_mm=10
 run grow10_dice90 slice2d step_max_mm=10 step_grow_dice=0.9
+# the stride also grows where the shape changes steadily, on thin slices (eighteenth session; the MRI of la only
+# is thin enough: hn and acdc walks are those of `crossviews`)
+run grow10_steady slice2d step_grow_steady=true
 # memory3d on slice2d's encoder tail (configs/memory3d_tail.yaml; sixteenth session), alone and with each propagated
 # slice's mask checked against the memory-free one (memory_agreement: below that Dice the memory-free mask is kept)
 M3T=(memory_weights=runs/memory3d_tail.pt click_box_mm=20,40,80,160)
