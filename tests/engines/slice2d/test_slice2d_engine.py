@@ -1,6 +1,8 @@
 """slice2d propagation, editing and prompt rules with a deterministic stand-in model (no weights)."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -278,6 +280,21 @@ def test_slices_converted_on_use_equal_a_float32_copy() -> None:
         np.testing.assert_array_equal(a.add_point(click, positive, axis=2), b.add_point(click, positive, axis=2))
 
 
+def _walk_once(vol: Volume, engine: Slice2DEngine, click: tuple[int, int, int]) -> tuple[Session, list[int], list[int]]:
+    """One axial click propagated: the session, the slices the walk gave (in order) and those it decoded."""
+    decided: list[int] = []
+    segment_with = engine.slices.segment_with
+
+    def counted(prepared: Any, axis: int, k: int, *args: Any, **kwargs: Any) -> Any:
+        decided.append(k)
+        return segment_with(prepared, axis, k, *args, **kwargs)
+
+    engine.slices.segment_with = counted  # type: ignore[method-assign]
+    s = Session(vol, engine)
+    s.add_point(click, axis=2, propagate=False)
+    return s, [k for k, _ in s.propagate()], decided
+
+
 def test_the_stride_grows_along_a_smooth_object_and_falls_back_where_it_changes() -> None:
     """`step_max_mm`: on a straight cylinder (1 mm slices, base stride 2) the jumps double up to 8 slices and
     fewer slices are encoded for the same mask; where the cross-section changes (a cone) the stride stays at
@@ -293,13 +310,7 @@ def test_the_stride_grows_along_a_smooth_object_and_falls_back_where_it_changes(
         vol = Volume(image, np.diag([1.0, 1.0, 1.0, 1.0]), modality="MR")
         runs = {}
         for grow in (None, 8.0):
-            engine = _engine(slice_step=2, step_max_mm=grow, step_grow_dice=0.9)
-            decided: list[int] = []
-            segment_with = engine.slices.segment_with
-            engine.slices.segment_with = lambda prep, ax, k, *a, _d=decided, _f=segment_with, **kw: (_d.append(k), _f(prep, ax, k, *a, **kw))[1]  # type: ignore[misc]
-            s = Session(vol, engine)
-            s.add_point((24, 20, 60), axis=2, propagate=False)
-            order = [k for k, _ in s.propagate()]
+            s, order, decided = _walk_once(vol, _engine(slice_step=2, step_max_mm=grow, step_grow_dice=0.9), (24, 20, 60))
             zs = np.flatnonzero(truth.any(axis=(0, 1)))
             assert sorted(order) == list(range(zs.min(), zs.max() + 1)), (name, grow, order)
             gaps = np.diff(sorted(decided + [60]))
@@ -329,13 +340,7 @@ def test_a_steadily_widening_object_grows_the_stride_under_step_grow_steady_and_
     runs = {}
     for steady in (None, False, True):
         options: dict[str, object] = {"step_max_mm": None} if steady is None else {"step_max_mm": 10.0, "step_grow_steady": steady}
-        engine = _engine(step_grow_dice=0.95, **options)  # base stride 4 (2.5 mm), up to 16
-        decided: list[int] = []
-        segment_with = engine.slices.segment_with
-        engine.slices.segment_with = lambda prep, ax, k, *a, _d=decided, _f=segment_with, **kw: (_d.append(k), _f(prep, ax, k, *a, **kw))[1]  # type: ignore[misc]
-        s = Session(vol, engine)
-        s.add_point((32, 32, 50), axis=2, propagate=False)
-        order = [k for k, _ in s.propagate()]
+        s, order, decided = _walk_once(vol, _engine(step_grow_dice=0.95, **options), (32, 32, 50))  # base stride 4 (2.5 mm), up to 16
         assert sorted(order) == list(range(10, 87)), (steady, order)
         runs[steady] = (s.mask.astype(bool), len(set(decided)), int(np.diff(sorted(decided + [50])).max()))
     (fixed, n_fixed, _), (_, n_dice, _), (grown, n_steady, widest) = runs[None], runs[False], runs[True]
