@@ -323,8 +323,8 @@ def propagation_child(precision: str, threads: int, length: int, engine: str = "
                       drift_px: float = 20.0, cross_views: bool = True, slice_mm: float = 2.0,
                       step_max_mm: str = "default", steady: str = "default") -> dict[str, Any]:
     """One box -> propagation over the tube; then set_mask + a click on one slice (all cached). `slice_step`
-    None: the engine's default stride for `slice_mm`; `step_max_mm` (slice2d): "default", "off" (a fixed
-    stride) or mm (how far the stride may grow); `steady` (slice2d): "default", "on" or "off" (the option
+    None: the engine's default stride for `slice_mm`; `step_max_mm` (both engines): "default", "off" (a
+    fixed stride) or mm (how far the stride may grow); `steady` (both): "default", "on" or "off" (the option
     step_grow_steady: the stride also grows where the shape changes steadily)."""
     from voxsam.session import Session
 
@@ -457,9 +457,9 @@ def main(argv: list[str] | None = None) -> int:
                     "(decide every n-th slice, interpolate between; one run each); 'auto': the engine's default for --slice-mm")
     ap.add_argument("--slice-mm", type=float, default=2.0, help="the tube's slice thickness (mm; 0.8 mm pixels)")
     ap.add_argument("--step-max-mm", default="default", help="engine option step_max_mm of the propagation runs (the stride grows "
-                    "along a steady shape): 'default', 'off' (a fixed stride) or mm, e.g. 'off,10' (one run each; slice2d only)")
+                    "along a steady shape): 'default', 'off' (a fixed stride) or mm, e.g. 'off,10' (one run each; slice2d's default 10, memory3d's off)")
     ap.add_argument("--step-grow-steady", default="default", help="engine option step_grow_steady of the propagation runs (the "
-                    "stride also grows where the shape changes steadily): 'default', 'on', 'off' or e.g. 'off,on' (one run each; slice2d only)")
+                    "stride also grows where the shape changes steadily): 'default', 'on', 'off' or e.g. 'off,on' (one run each)")
     ap.add_argument("--cross-views", default="on", help="engine option cross_views of the propagation runs: 'on', 'off' or "
                     "'on,off' (one run each; off measures the walk alone: the cross views cost 2 encodings per new object)")
     ap.add_argument("--_child", help=argparse.SUPPRESS)

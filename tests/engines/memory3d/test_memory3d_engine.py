@@ -246,3 +246,33 @@ def test_a_memory_file_with_an_encoder_tail_encodes_through_it(tmp_path) -> None
     assert engine.memory.encoder_tail is not None
     untouched = [k for k in released if k.startswith("image_encoder.") and k not in tail_keys]
     assert all(torch.equal(own[k], released[k]) for k in untouched)
+
+
+def test_step_max_mm_grows_the_stride_with_memories_still_at_index_over_the_base_stride(litemedsam) -> None:
+    """`step_max_mm`: along a straight cylinder (1 mm slices, base stride 2) the walk's jumps grow beyond the base
+    stride as slice2d's do, fewer slices are encoded, and every memory still sits at slice index / 2 (a jump of
+    4 slices is an offset of 2 in the bank); the mask stays that of the fixed stride."""
+    from voxsam.engines.memory3d import Memory3DEngine
+
+    shape = (64, 64, 30)
+    grid = np.indices(shape).astype(float)
+    cylinder = (np.hypot(grid[0] - 32, grid[1] - 30) <= 10) & (grid[2] >= 3) & (grid[2] < 27)
+    image = np.random.default_rng(0).normal(40, 8, shape) + 160 * cylinder
+    volume = Volume(image.astype(np.int16), np.diag([1.0, 1.0, 1.0, 1.0]), modality="CT")
+    prompts = PromptSet(boxes=(Box((21.0, 19.0, 14.0), (43.0, 41.0, 14.0), SliceRef(2, 14)),))
+    runs = {}
+    for grow in (None, 8.0):
+        engine = Memory3DEngine(model=litemedsam, memory=_speaking_memory(litemedsam), slice_step=2, step_max_mm=grow,
+                                step_grow_dice=0.9, cross_views=False)
+        decided: list[tuple[int, float]] = []
+        original = engine._accept
+        engine._accept = lambda context, k, result: (decided.append((k, context.position(k))), original(context, k, result))[1]  # type: ignore[method-assign]
+        order, mask = _run(engine, engine.prepare(volume), prompts)
+        assert sorted(order) == list(range(min(order), max(order) + 1)), (grow, order)
+        assert all(p == k / 2 for k, p in decided), decided
+        ks = sorted([14] + [k for k, _ in decided])
+        runs[grow] = (mask, len(decided), int(np.diff(ks).max()))
+    (fixed, n_fixed, gap_fixed), (grown, n_grown, gap_grown) = runs[None], runs[8.0]
+    assert gap_fixed == 2 and gap_grown >= 4 and n_grown < n_fixed, (runs[None][1:], runs[8.0][1:])
+    dice = 2 * (fixed & grown).sum() / (fixed.sum() + grown.sum())
+    assert dice > 0.95, dice

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from voxsam.engines.slice2d.options import Slice2DOptions
 
@@ -18,15 +18,7 @@ class Memory3DOptions(Slice2DOptions):
     intensity_agreement: float = Field(0.75, ge=0, le=1, allow_inf_nan=False, description="the object has ended when fewer of a slice's mask pixels lie in the prompted slice's object intensity band; 0 disables")
     click_grow_iou: float = Field(0.0, ge=0, le=1, allow_inf_nan=False, description="clicks alone: as slice2d's, off by default (memory3d's decoder, trained on MRI and CT boxes, ranks its candidates well; growing lost a left-atrium case)")
     prompt_decoder: Literal["memory", "slice2d"] = Field("memory", description="which decoder answers the prompts of a slice with no memory yet (a click or box starting an object): memory3d's own, or slice2d's fine-tuned one, on memory3d's embeddings (the released encoder's, or through the memory file's encoder tail; slice2d's file's own tail is left out); then the memory takes over from the next slice")
-    step_max_mm: Optional[float] = Field(None, description="unused: memory3d walks at a fixed stride (its memories sit at slice index / stride); must stay unset")
+    step_max_mm: Optional[float] = Field(None, gt=0, le=100, allow_inf_nan=False, description="let the walk's stride grow as slice2d's does (doubling along a steady shape up to as many slices as fit in this many mm; failed jumps bisected): memories stay at slice index / base stride, so a jump of twice the base stride is an offset of 2 in the bank; null (default): the fixed base stride the memory was trained at")
     use_memory: bool = Field(True, description="condition propagated slices on the memory bank (false: the memory3d decoder alone, for comparison)")
     agreement_reference: Literal["no_memory", "slice2d"] = Field("no_memory", description="memory_agreement: the memory-free mask a propagated slice's memory mask is checked against and gives way to: the memory model's decode of an empty bank (its learned no-memory embedding added, as for a prompted slice in training) or slice2d's (the plain slice embedding, the decoder both engines share)")
     memory_agreement: float = Field(0.5, ge=0, le=1, allow_inf_nan=False, description="propagated slices are also decoded without the memory, and where the two masks' Dice is below this the memory-free mask is kept (a memory that led the walk off the object; one more decode per slice, no encoding; chosen on training cases, docs/benchmarks.md); 0: off")
-
-    @field_validator("step_max_mm")
-    @classmethod
-    def _fixed_stride(cls, v: Optional[float]) -> Optional[float]:
-        if v is not None:
-            raise ValueError("memory3d walks at a fixed stride (its memories sit at slice index / stride); leave step_max_mm unset")
-        return v
-
