@@ -107,6 +107,39 @@ def test_memory_agreement_keeps_the_memory_free_mask_where_the_two_disagree(lite
     np.testing.assert_array_equal(strict, without)
 
 
+
+def test_memory_blend_weighs_the_memory_free_decode_into_the_logits(litemedsam) -> None:
+    """`memory_blend` w: a propagated slice's logits and predicted IoU are (1 - w) x the memory decode + w x the
+    memory-free one (here slice2d's, `agreement_reference=slice2d`); checked on the first propagated slice, whose
+    bank (the prompted slice) and prompt are the same with and without the blend."""
+    from voxsam.engines.memory3d import Memory3DEngine
+
+    volume, _ = _organ()
+    prompts = PromptSet(boxes=(Box((20.0, 21.0, 6.0), (44.0, 39.0, 6.0), SliceRef(2, 6)),))
+    memory = _speaking_memory(litemedsam)
+    first: dict[float, tuple] = {}
+    for blend in (0.0, 0.25):
+        engine = Memory3DEngine(model=litemedsam, memory=memory, agreement_reference="slice2d", memory_blend=blend,
+                                memory_agreement=0.0, min_stability=0.0, cross_views=False)
+        segment_with = engine.slices.segment_with
+
+        def spy(*args, decode=None, _blend=blend, _segment=segment_with, **kwargs):
+            def recorded(emb, **given):
+                out = decode(emb, **given)
+                first.setdefault(_blend, (emb, given, out))
+                return out
+            return _segment(*args, decode=recorded if decode is not None else None, **kwargs)
+
+        engine.slices.segment_with = spy  # type: ignore[method-assign]
+        _run(engine, engine.prepare(volume), prompts)
+    emb, given, (memory_low, memory_iou) = first[0.0]
+    with torch.inference_mode():
+        plain_low, plain_iou = litemedsam.decode(emb, **given)
+    blended_low, blended_iou = first[0.25][2]
+    assert not torch.allclose(memory_low, plain_low, atol=1e-3)
+    torch.testing.assert_close(blended_low, 0.75 * memory_low + 0.25 * plain_low, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(blended_iou, 0.75 * memory_iou + 0.25 * plain_iou, atol=1e-4, rtol=1e-4)
+
 def test_agreement_reference_slice2d_falls_back_to_slice2d_s_own_walk(litemedsam) -> None:
     """`agreement_reference=slice2d`: the memory-free mask is slice2d's (no learned no-memory embedding), so with
     a floor of 1 and slice2d answering the prompted slice the walk is slice2d's at memory3d's fixed stride; the

@@ -113,11 +113,11 @@ class Memory3DEngine(Slice2DEngine):
         here = context.position(k)
         chosen = select_memories(context.memories, here, cfg.max_bank, cfg.max_conditioning) if self.options.use_memory else []
 
-        floor = self.options.memory_agreement
+        floor, blend = self.options.memory_agreement, self.options.memory_blend
 
         def decode(emb: Any, **prompts: Any) -> Any:
             low, iou = self.memory.decode(self.memory.condition(emb, chosen, here), **prompts)
-            if floor <= 0 or not chosen:
+            if (floor <= 0 and blend <= 0) or not chosen:
                 return low, iou
             if self.options.agreement_reference == "slice2d":
                 plain_low, plain_iou = self.slices.model.decode(emb, **prompts)  # slice2d's own answer
@@ -126,6 +126,8 @@ class Memory3DEngine(Slice2DEngine):
             a, b = low > 0, plain_low > 0
             both = (a.sum(dim=(1, 2, 3)) + b.sum(dim=(1, 2, 3))).clamp(min=1)
             keep = (2 * (a & b).sum(dim=(1, 2, 3)) / both >= floor).view(-1, 1, 1, 1)  # per prompt set
+            # two answers of one decoder, with and without the memory: their weighted mean (an ensemble of two)
+            low, iou = torch.lerp(low, plain_low, blend), torch.lerp(iou, plain_iou, blend)
             return torch.where(keep, low, plain_low), torch.where(keep.view(-1, 1), iou, plain_iou)
 
         with torch.inference_mode():
