@@ -64,3 +64,9 @@ run ref_slice2d_agree50 memory3d prompt_decoder=slice2d agreement_reference=slic
 run ref_slice2d_agree80 memory3d prompt_decoder=slice2d agreement_reference=slice2d memory_agreement=0.8
 # the bundled memory trained on with windows at the engines' stride (configs/memory3d_strided.yaml), engine defaults
 run strided memory3d memory_weights=runs/memory3d_strided.pt
+# the bundled memory file of the eighteenth session (configs/memory3d_tail_strided.yaml) with the engine's defaults,
+# and each propagated slice's logits blended with the memory-free decode (memory_blend: an ensemble of the two
+# answers), that of the memory model (its no-memory embedding) or slice2d's (nineteenth session)
+run engine_defaults memory3d
+run blend50 memory3d memory_blend=0.5
+run blend50_ref_slice2d memory3d agreement_reference=slice2d memory_blend=0.5

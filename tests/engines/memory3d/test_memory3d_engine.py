@@ -142,14 +142,14 @@ def test_memory_blend_weighs_the_memory_free_decode_into_the_logits(litemedsam) 
 
 def test_agreement_reference_slice2d_falls_back_to_slice2d_s_own_walk(litemedsam) -> None:
     """`agreement_reference=slice2d`: the memory-free mask is slice2d's (no learned no-memory embedding), so with
-    a floor of 1 and slice2d answering the prompted slice the walk is slice2d's at memory3d's fixed stride; the
+    a floor of 1 and slice2d answering the prompted slice the walk is slice2d's (the same stride rule); the
     memory model's own memory-free decode differs once its no-memory embedding is not zero."""
     from voxsam.engines.memory3d import Memory3DEngine
     from voxsam.engines.slice2d import Slice2DEngine
 
     volume, _ = _organ()
     prompts = PromptSet(boxes=(Box((20.0, 21.0, 6.0), (44.0, 39.0, 6.0), SliceRef(2, 6)),))
-    base = Slice2DEngine(model=litemedsam, step_max_mm=None)
+    base = Slice2DEngine(model=litemedsam)
     prepared = base.prepare(volume)
     _, mask2d = _run(base, prepared, prompts)
     memory = _speaking_memory(litemedsam)

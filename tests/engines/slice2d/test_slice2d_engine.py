@@ -348,10 +348,3 @@ def test_a_steadily_widening_object_grows_the_stride_under_step_grow_steady_and_
     assert dice > 0.97 and widest == 16, (dice, widest)
     assert n_steady <= 0.8 * min(n_dice, n_fixed), (n_steady, n_dice, n_fixed)  # 19 vs 25 and 24 when written
 
-
-def test_memory3d_keeps_a_fixed_stride() -> None:
-    from voxsam.engines.memory3d.options import Memory3DOptions
-    from voxsam.engines.options import validate_options
-
-    with pytest.raises(ConfigError, match="fixed stride"):
-        validate_options("memory3d", Memory3DOptions, {"step_max_mm": 10.0})
