@@ -164,6 +164,16 @@ def test_a_toy_family_trains_stops_and_resumes_exactly_through_the_same_loop(toy
 
     facts = export_weights(tmp_path / "straight" / "model.pt", tmp_path / "shipped.pt", family="toy")
     assert facts["max_weight_change"] < 1e-2 and toy_family.load_weights(tmp_path / "shipped.pt")[1]["step"] == 6
+    # a weight average of the two runs (same architecture, same initialisation)
+    runs = [toy_family.load_weights(tmp_path / r / "model.pt")[0].state_dict() for r in ("straight", "cont")]
+    export_weights(tmp_path / "straight" / "model.pt", tmp_path / "soup.pt", half=False, family="toy",
+                   average_with=[tmp_path / "cont" / "model.pt"])
+    soup, meta = toy_family.load_weights(tmp_path / "soup.pt")
+    assert meta["averaged_with"] == str(tmp_path / "cont" / "model.pt")
+    for name, value in soup.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (runs[0][name] + runs[1][name]) / 2)
+    assert any(not torch.equal(runs[0][n], runs[1][n]) for n in runs[0])  # the two runs differ: a real average
 
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""  # the library reports through the callback and logging only
@@ -185,3 +195,11 @@ def test_family_dispatch_and_mismatches(toy_family, tiny_config_dict, tmp_path):
     with pytest.raises(CheckpointError, match="a toy run, but the config trains family sam3d"):
         train(sam3d_here, resume=True)
     assert checkpoint_family({"format": "voxsam.train", "config": {"run": {}}}) == "sam3d"
+
+
+def test_a_weight_average_needs_one_architecture():
+    from voxsam.training.export import average_into
+
+    first = torch.nn.Linear(2, 3)
+    with pytest.raises(ConfigError, match="another architecture"):
+        average_into(first, [torch.nn.Linear(3, 3)])
