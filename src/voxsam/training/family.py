@@ -103,6 +103,12 @@ class ModelFamily(Protocol[C]):
         DDP-wrapped forward and the AMP autocast of the loop; `model` is the bare model."""
         ...
 
+    def pretrained_weights(self, model: nn.Module) -> nn.Module | None:
+        """The pretrained model `model`'s training started from, holding every tensor of `model`'s state under
+        the same name (it may hold more), for `voxsam.training.export --pretrained-share`; None when the
+        family has none (trained from scratch, or its trained parts are new)."""
+        ...
+
     def export_check(self, model: nn.Module, stored: nn.Module) -> dict[str, float]:
         """Facts about the rounding of an export (`stored` = `model` saved half and read back), e.g. the
         agreement of their masks on a random input; {} when there is nothing to add."""

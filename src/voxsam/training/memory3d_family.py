@@ -141,6 +141,10 @@ class Memory3DFamily:
 
         return batch_loss(_as_memory3d(model), cfg, batch, step)
 
+    def pretrained_weights(self, model: nn.Module) -> nn.Module | None:
+        """None: the memory modules are new (its decoder, from slice2d's file, is frozen)."""
+        return None
+
     def export_check(self, model: nn.Module, stored: nn.Module) -> dict[str, float]:
         """Dice between the masks of `model` and `stored` for a slice conditioned on one memory."""
         models = [_as_memory3d(model), _as_memory3d(stored)]

@@ -116,6 +116,10 @@ class Sam3DFamily:
         plan = plan_step(cfg.run.seed, step.step, step.micro, cfg.interaction)
         return interactive_loss(as_sam3d(model), cfg.interaction, batch["image"], batch["target"], plan, gens)
 
+    def pretrained_weights(self, model: nn.Module) -> nn.Module | None:
+        """None: sam3d trains here from scratch or from its own runs."""
+        return None
+
     def export_check(self, model: nn.Module, stored: nn.Module) -> dict[str, float]:
         """Dice between the masks of `model` and `stored` for a centre click on a random image."""
         models = [as_sam3d(model), as_sam3d(stored)]

@@ -313,6 +313,13 @@ class Slice2DFamily:
             batch = {**batch, "emb": decoder.embed_cached(batch["emb"].float())}
         return interactive_loss(decoder, cfg, batch, step)
 
+    def pretrained_weights(self, model: nn.Module) -> nn.Module | None:
+        """LiteMedSAM as released (prompt encoder, mask decoder and the encoder whose tail a run may train): the
+        weights every slice2d run starts from."""
+        from voxsam.models.sam2d import load_sam2d_weights
+
+        return load_sam2d_weights("litemedsam")
+
     def export_check(self, model: nn.Module, stored: nn.Module) -> dict[str, float]:
         """Dice between the masks of `model` and `stored` for a box + mask prompt on a random embedding (on a
         random last-stage input through each one's tail, when trained)."""
